@@ -1,0 +1,700 @@
+"""The ``Cache`` facade: one namespace, one default policy, over any backend.
+
+It builds and namespaces keys, serializes values, runs one loader per key at
+a time (single-flight), counts every event, and falls open when the backend
+fails: errors are counted and logged once per incident, a circuit breaker
+stops paying timeouts, and invalidations that could not be delivered are
+replayed when the backend answers again.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar
+
+from .backends import backend_from_url
+from .backends.base import MISSING, Backend, SupportsEvictionCounts
+from .errors import (
+    BackendUnavailableError,
+    CacheError,
+    ConfigurationError,
+    InvalidKeyError,
+    SerializationError,
+    ValueTooLargeError,
+)
+from .keys import MAX_KEY_LENGTH, encode_key, namespace_prefix
+from .policies import CacheAside, Policy, TTLLike, as_ttl
+from .resilience import CircuitBreaker
+from .serializers import JsonSerializer, PickleSerializer, Serializer
+from .stats import Counter, Histogram, Stats
+
+__all__ = ["Cache"]
+
+log = logging.getLogger("cachekit")
+T = TypeVar("T")
+
+#: Invalidations remembered during an outage; past this the namespace is cleared instead.
+MAX_PENDING_INVALIDATIONS = 10_000
+
+
+class _Flight:
+    """One in-progress load that other callers of the same key wait for."""
+
+    __slots__ = ("error", "event", "invalidated", "value")
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.value: Any = None
+        self.error: BaseException | None = None
+        self.invalidated = False
+
+
+class _Namespace:
+    """The current key prefix of a namespace, shared by caches over one backend."""
+
+    __slots__ = ("check_at", "lock", "name", "prefix", "version")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.version = ""
+        self.prefix = ""
+        self.check_at = 0.0
+        self.lock = threading.Lock()
+
+    def adopt(self, version: str) -> None:
+        self.version = version
+        self.prefix = namespace_prefix(self.name, 0)[:-2] + version + ":"
+
+
+_CELLS: weakref.WeakKeyDictionary[Backend, dict[str, _Namespace]] = weakref.WeakKeyDictionary()
+_CELLS_LOCK = threading.Lock()
+
+
+def _cell_for(backend: Backend, namespace: str) -> _Namespace:
+    with _CELLS_LOCK:
+        cells = _CELLS.setdefault(backend, {})
+        cell = cells.get(namespace)
+        if cell is None:
+            cell = cells[namespace] = _Namespace(namespace)
+        return cell
+
+
+def _serializer_from_name(name: str, secret: str | None) -> Serializer | None:
+    if name == "json":
+        return JsonSerializer()
+    if name == "pickle":
+        if not secret:
+            raise ConfigurationError("serializer=pickle needs a signing key (pickle_key=...)")
+        return PickleSerializer(secret.encode())
+    if name in ("none", "passthrough"):
+        return None
+    raise ConfigurationError(f"unknown serializer {name!r} (json, pickle, none)")
+
+
+class Cache:
+    """A namespaced cache with a default policy over one backend.
+
+    ``get`` never raises because the backend is down; with ``fail_open=False``
+    backend failures raise ``BackendUnavailableError`` instead.
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        namespace: str = "default",
+        ttl: TTLLike = None,
+        policy: Policy | None = None,
+        serializer: Serializer | None = None,
+        fail_open: bool = True,
+        breaker: CircuitBreaker | None = None,
+        namespace_check_interval: float = 1.0,
+        timer: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not isinstance(backend, Backend):
+            raise ConfigurationError(f"backend must be a cachekit Backend, not {backend!r}")
+        if not isinstance(namespace, str) or not namespace:
+            raise ConfigurationError("namespace must be a non-empty string")
+        self.backend = backend
+        self.namespace = namespace
+        self.policy: Policy = (policy or CacheAside()).with_ttl(ttl)
+        if serializer is None and not backend.local:
+            serializer = JsonSerializer()
+        self.serializer = serializer
+        self.fail_open = fail_open
+        self.breaker = breaker or CircuitBreaker()
+        self._timer = timer
+        self._check_interval = namespace_check_interval
+        self._remote = not backend.local
+        self._max_value = backend.max_value_size
+        self._backend_get = backend.get
+        # True while reads must take the careful path: a remote backend (its
+        # namespace version is re-checked), failures, or pending invalidations.
+        self._slow = self._remote
+
+        # counters: hot-path increments are single C calls
+        self._c_hits, self._c_misses = Counter(), Counter()
+        self._c_loads, self._c_load_failures = Counter(), Counter()
+        self._c_coalesced, self._c_sets, self._c_deletes = Counter(), Counter(), Counter()
+        self._c_invalidated, self._c_stale = Counter(), Counter()
+        self._errors: dict[str, Counter] = {}
+        self._errors_lock = threading.Lock()
+        self._hit, self._miss = self._c_hits.incr, self._c_misses.incr
+        self.load_duration = Histogram()
+
+        self._flights: dict[str, _Flight] = {}
+        self._flights_lock = threading.Lock()
+        self._pending: dict[str, None] = {}
+        self._pending_overflow = False
+        self._pending_lock = threading.Lock()
+        self._incident = False
+
+        self._ns = _cell_for(backend, namespace)
+        self._version_key = f"ck:{len(namespace)}:{namespace}:v"
+        with self._ns.lock:
+            if not self._ns.prefix:
+                self._refresh_namespace(force=True)
+
+    # ------------------------------------------------------------ construction
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        namespace: str = "default",
+        ttl: TTLLike = None,
+        policy: Policy | None = None,
+        serializer: Serializer | None = None,
+        **options: Any,
+    ) -> Cache:
+        """Build a cache over the backend that serves ``url`` (``memory://``, ``redis://``, ...).
+
+        A ``serializer=json|pickle|none`` query parameter picks the serializer;
+        ``fail_open``, ``breaker`` and ``timer`` keywords go to the ``Cache``,
+        any other keyword to the backend.
+        """
+        from urllib.parse import parse_qs, urlsplit
+
+        query = {k: v[-1] for k, v in parse_qs(urlsplit(url).query).items()}
+        if serializer is None and "serializer" in query:
+            serializer = _serializer_from_name(query["serializer"], options.pop("pickle_key", None))
+        names = ("fail_open", "breaker", "timer", "namespace_check_interval")
+        cache_opts: dict[str, Any] = {k: options.pop(k) for k in names if k in options}
+        backend = backend_from_url(url, **options)
+        return cls(
+            backend,
+            namespace=namespace,
+            ttl=ttl,
+            policy=policy,
+            serializer=serializer,
+            **cache_opts,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"Cache({type(self.backend).__name__}, namespace={self.namespace!r}, {self.policy!r})"
+        )
+
+    def close(self) -> None:
+        """Close the backend."""
+        self.backend.close()
+
+    # ------------------------------------------------------------ keys
+
+    def _refresh_namespace(self, force: bool = False) -> None:
+        """Re-read the namespace version from the backend (another process may have cleared)."""
+        cell = self._ns
+        cell.check_at = self._timer() + self._check_interval
+        try:
+            raw = self.backend.get(self._version_key)
+            if raw is MISSING:
+                # Never fall back to a fixed version: entries written under an
+                # older one could resurface. A fresh version orphans them.
+                candidate = secrets.token_hex(4)
+                if not self.backend.add(self._version_key, candidate.encode(), None):
+                    raw = self.backend.get(self._version_key)
+                else:
+                    raw = candidate.encode()
+        except Exception as exc:
+            if force and not cell.prefix:
+                cell.adopt("local-" + secrets.token_hex(4))
+            self._backend_error("namespace", exc, raise_strict=False)
+            return
+        version = raw.decode() if isinstance(raw, (bytes, bytearray)) else str(raw)
+        if version != cell.version:
+            cell.adopt(version)
+
+    def _full(self, key: str) -> str:
+        cell = self._ns
+        if self._remote and self._timer() >= cell.check_at:
+            with cell.lock:
+                if self._timer() >= cell.check_at:
+                    self._refresh_namespace()
+        full = cell.prefix + key
+        return encode_key(full) if len(full) > MAX_KEY_LENGTH else full
+
+    def full_key(self, key: str) -> str:
+        """Return the backend key that ``key`` is stored under (for debugging)."""
+        return self._full(_checked(key))
+
+    # ------------------------------------------------------------ failure handling
+
+    def _error_counter(self, operation: str) -> Counter:
+        c = self._errors.get(operation)
+        if c is None:
+            with self._errors_lock:
+                c = self._errors.setdefault(operation, Counter())
+        return c
+
+    def _backend_error(self, operation: str, exc: BaseException, raise_strict: bool = True) -> None:
+        """Count and log a backend failure; raise it in strict mode."""
+        self._error_counter(operation).incr()
+        self._slow = True
+        opened = self.breaker.record_failure()
+        if not self._incident:
+            self._incident = True
+            log.warning(
+                "cachekit: backend %s failed during %s for namespace %r (%s: %s); "
+                "falling through to the source until it answers again",
+                type(self.backend).__name__,
+                operation,
+                self.namespace,
+                type(exc).__name__,
+                exc,
+            )
+        elif opened:
+            log.info("cachekit: circuit breaker opened for namespace %r", self.namespace)
+        else:
+            log.debug("cachekit: %s failed again: %s", operation, exc)
+        if raise_strict and not self.fail_open:
+            if isinstance(exc, BackendUnavailableError):
+                raise exc
+            raise BackendUnavailableError(f"{operation} failed: {exc}") from exc
+
+    def _backend_ok(self) -> None:
+        """Note a successful backend call after failures; replay lost invalidations."""
+        if self.breaker.record_success() or self._incident:
+            self._incident = False
+            log.warning(
+                "cachekit: backend %s answers again for namespace %r",
+                type(self.backend).__name__,
+                self.namespace,
+            )
+        if self._pending or self._pending_overflow:
+            self._replay_pending()
+        self._slow = self._remote or bool(self._pending) or bool(self.breaker.failures)
+
+    def _skip(self, operation: str) -> bool:
+        """True when the breaker is open and this call must not reach the backend."""
+        if self.breaker.allow():
+            return False
+        if not self.fail_open:
+            raise BackendUnavailableError(
+                f"{operation} skipped: circuit breaker is open for namespace {self.namespace!r}"
+            )
+        return True
+
+    def _remember_invalidation(self, keys: Iterable[str]) -> None:
+        with self._pending_lock:
+            for k in keys:
+                if len(self._pending) >= MAX_PENDING_INVALIDATIONS:
+                    self._pending_overflow = True
+                    self._pending.clear()
+                    break
+                self._pending[k] = None
+            self._slow = True
+
+    def _replay_pending(self) -> None:
+        with self._pending_lock:
+            keys, overflow = list(self._pending), self._pending_overflow
+        try:
+            if overflow:
+                self._bump_namespace()
+            elif keys:
+                self.backend.delete_many(keys)
+        except Exception as exc:
+            self._backend_error("replay", exc, raise_strict=False)
+            return
+        with self._pending_lock:
+            for k in keys:
+                self._pending.pop(k, None)
+            if overflow:
+                self._pending_overflow = False
+        log.info(
+            "cachekit: replayed %s lost invalidation(s) for namespace %r",
+            "a namespace clear for" if overflow else len(keys),
+            self.namespace,
+        )
+
+    # ------------------------------------------------------------ encoding
+
+    def _encode(self, value: Any, key: str | None = None) -> Any:
+        if self.serializer is None:
+            return value
+        data = self.serializer.dumps(value)
+        limit = self._max_value
+        if limit is not None and len(data) > limit:
+            raise ValueTooLargeError(len(data), limit, key)
+        return data
+
+    def _decode(self, full: str, raw: Any) -> Any:
+        if self.serializer is None:
+            return raw
+        try:
+            return self.serializer.loads(raw)
+        except SerializationError as exc:
+            self._error_counter("decode").incr()
+            log.warning(
+                "cachekit: undecodable entry %r in namespace %r treated as a miss: %s",
+                full,
+                self.namespace,
+                exc,
+            )
+            return MISSING
+
+    # ------------------------------------------------------------ reads
+
+    def _lookup(self, key: str) -> Any:
+        """Return the live value for an already valid ``key``, or ``MISSING``; counts hit/miss."""
+        if self._slow:
+            return self._lookup_slow(self._full(key))
+        full = self._ns.prefix + key
+        if len(full) > MAX_KEY_LENGTH:
+            full = encode_key(full)
+        try:
+            raw = self._backend_get(full)
+        except Exception as exc:
+            self._miss()
+            self._backend_error("get", exc)
+            return MISSING
+        if raw is MISSING:
+            self._miss()
+            return MISSING
+        if self.serializer is not None:
+            raw = self._decode(full, raw)
+            if raw is MISSING:
+                self._miss()
+                return MISSING
+        self._hit()
+        return raw
+
+    def _lookup_slow(self, full: str) -> Any:
+        """``_lookup`` while the backend is failing or invalidations are pending."""
+        if self._pending and full in self._pending:
+            self._miss()
+            if self.breaker.allow():
+                self._replay_pending()
+            return MISSING
+        if self.breaker.open_until and self._skip("get"):
+            self._miss()
+            return MISSING
+        try:
+            raw = self._backend_get(full)
+        except Exception as exc:
+            self._miss()
+            self._backend_error("get", exc)
+            return MISSING
+        if self.breaker.failures or self._pending:
+            self._backend_ok()
+        if raw is MISSING:
+            self._miss()
+            return MISSING
+        if self.serializer is not None:
+            raw = self._decode(full, raw)
+            if raw is MISSING:
+                self._miss()
+                return MISSING
+        self._hit()
+        return raw
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """Return the cached value for ``key``, or ``default`` (also when the backend is down)."""
+        value = self._lookup(_checked(key))
+        return default if value is MISSING else value
+
+    def __contains__(self, key: str) -> bool:
+        return self._lookup(_checked(key)) is not MISSING
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
+        """Return ``{key: value}`` for the cached keys (one round trip on remote backends)."""
+        keys = [_checked(k) for k in keys]
+        fulls = {self._full(k): k for k in keys}
+        if self._pending:
+            for full in [f for f in fulls if f in self._pending]:
+                del fulls[full]
+        if not fulls or (self.breaker.open_until and self._skip("get_many")):
+            for _ in keys:
+                self._miss()
+            return {}
+        try:
+            found = self.backend.get_many(list(fulls))
+        except Exception as exc:
+            for _ in keys:
+                self._miss()
+            self._backend_error("get_many", exc)
+            return {}
+        if self.breaker.failures or self._pending:
+            self._backend_ok()
+        out: dict[str, Any] = {}
+        for full, raw in found.items():
+            value = self._decode(full, raw)
+            if value is not MISSING:
+                out[fulls[full]] = value
+        for _ in range(len(out)):
+            self._hit()
+        for _ in range(len(keys) - len(out)):
+            self._miss()
+        return out
+
+    # ------------------------------------------------------------ writes
+
+    def _ttl_seconds(self, ttl: TTLLike) -> float | None:
+        return as_ttl(ttl, self.policy.ttl).sample()
+
+    def _mark_flight(self, full: str) -> None:
+        if self._flights:
+            flight = self._flights.get(full)
+            if flight is not None:
+                flight.invalidated = True
+
+    def _store(self, full: str, data: Any, ttl: float | None) -> bool:
+        if self.breaker.open_until and self._skip("set"):
+            self._remember_invalidation((full,))
+            return False
+        try:
+            self.backend.set(full, data, ttl)
+        except (ValueTooLargeError, InvalidKeyError):
+            raise
+        except Exception as exc:
+            # the server may still hold an older value: make sure it is dropped later
+            self._remember_invalidation((full,))
+            self._backend_error("set", exc)
+            return False
+        self._c_sets.incr()
+        if self.breaker.failures or self._pending:
+            self._backend_ok()
+        return True
+
+    def set(self, key: str, value: Any, ttl: TTLLike = None) -> None:
+        """Store ``value`` under ``key``; ``ttl`` ``None`` uses the policy's TTL.
+
+        Raises ``SerializationError`` / ``ValueTooLargeError`` before touching
+        the backend, so the previous entry stays as it was.
+        """
+        full = self._full(_checked(key))
+        data = self._encode(value, key)
+        self._mark_flight(full)
+        self._store(full, data, self._ttl_seconds(ttl))
+
+    def add(self, key: str, value: Any, ttl: TTLLike = None) -> bool:
+        """Store ``value`` only if ``key`` is not cached; return whether it was stored."""
+        full = self._full(_checked(key))
+        data = self._encode(value, key)
+        if self.breaker.open_until and self._skip("add"):
+            return False
+        try:
+            added = self.backend.add(full, data, self._ttl_seconds(ttl))
+        except ValueTooLargeError:
+            raise
+        except Exception as exc:
+            self._backend_error("add", exc)
+            return False
+        if self.breaker.failures or self._pending:
+            self._backend_ok()
+        return added
+
+    def set_many(self, mapping: Mapping[str, Any], ttl: TTLLike = None) -> None:
+        """Store every item of ``mapping`` (one round trip on remote backends)."""
+        encoded = {self._full(_checked(k)): self._encode(v, k) for k, v in mapping.items()}
+        if not encoded:
+            return
+        for full in encoded:
+            self._mark_flight(full)
+        if self.breaker.open_until and self._skip("set_many"):
+            self._remember_invalidation(encoded)
+            return
+        try:
+            self.backend.set_many(encoded, self._ttl_seconds(ttl))
+        except ValueTooLargeError:
+            raise
+        except Exception as exc:
+            self._remember_invalidation(encoded)
+            self._backend_error("set_many", exc)
+            return
+        for _ in encoded:
+            self._c_sets.incr()
+        if self.breaker.failures or self._pending:
+            self._backend_ok()
+
+    def _invalidate(self, fulls: list[str]) -> int:
+        for full in fulls:
+            self._mark_flight(full)
+        if self.breaker.open_until and self._skip("delete"):
+            self._remember_invalidation(fulls)
+            return 0
+        try:
+            removed = (
+                int(self.backend.delete(fulls[0]))
+                if len(fulls) == 1
+                else self.backend.delete_many(fulls)
+            )
+        except Exception as exc:
+            self._remember_invalidation(fulls)
+            self._backend_error("delete", exc)
+            return 0
+        if self._pending:
+            with self._pending_lock:
+                for full in fulls:
+                    self._pending.pop(full, None)
+        if self.breaker.failures or self._pending:
+            self._backend_ok()
+        for _ in range(removed):
+            self._c_invalidated.incr()
+        self._c_deletes.incr()
+        return removed
+
+    def delete(self, key: str) -> bool:
+        """Remove ``key``; return whether it was cached (False also when the backend is down)."""
+        return self._invalidate([self._full(_checked(key))]) > 0
+
+    def delete_many(self, keys: Iterable[str]) -> int:
+        """Remove ``keys``; return how many were cached (where the backend can tell)."""
+        fulls = [self._full(_checked(k)) for k in keys]
+        return self._invalidate(fulls) if fulls else 0
+
+    def _bump_namespace(self) -> None:
+        version = secrets.token_hex(4)
+        self.backend.set(self._version_key, version.encode(), None)
+        with self._ns.lock:
+            self._ns.adopt(version)
+            self._ns.check_at = self._timer() + self._check_interval
+
+    def clear(self) -> None:
+        """Drop every entry of this namespace (O(1): the namespace version changes)."""
+        try:
+            self._bump_namespace()
+        except Exception as exc:
+            # keep our own view consistent; other processes learn it once the backend is back
+            with self._ns.lock:
+                self._ns.adopt("local-" + secrets.token_hex(4))
+            with self._pending_lock:
+                self._pending_overflow = True
+            self._backend_error("clear", exc)
+
+    # ------------------------------------------------------------ loading
+
+    def _load(self, full: str, loader: Callable[[], T], ttl: TTLLike, store: bool = True) -> T:
+        """Run ``loader`` once per key at a time; others wait for its result."""
+        with self._flights_lock:
+            flight = self._flights.get(full)
+            leader = flight is None
+            if flight is None:
+                flight = self._flights[full] = _Flight()
+        if not leader:
+            self._c_coalesced.incr()
+            flight.event.wait()
+            if flight.error is not None:
+                raise flight.error
+            return flight.value  # type: ignore[no-any-return]
+        try:
+            started = time.perf_counter()
+            try:
+                value = loader()
+            except BaseException as exc:
+                flight.error = exc
+                self._c_load_failures.incr()
+                raise
+            self._c_loads.incr()
+            self.load_duration.observe(time.perf_counter() - started)
+            flight.value = value
+            if store and not flight.invalidated:
+                self._store_loaded(full, value, ttl)
+            return value
+        finally:
+            with self._flights_lock:
+                del self._flights[full]
+            flight.event.set()
+
+    def _store_loaded(self, full: str, value: Any, ttl: TTLLike) -> None:
+        """Cache a loaded value; failures to encode are counted and logged, not raised."""
+        try:
+            data = self._encode(value, full)
+            self._store(full, data, self._ttl_seconds(ttl))
+        except (SerializationError, ValueTooLargeError) as exc:
+            self._error_counter("encode").incr()
+            log.warning("cachekit: loaded value for %r not cached: %s", full, exc)
+        except CacheError:
+            if not self.fail_open:
+                raise
+
+    def get_or_load(self, key: str, loader: Callable[[], T], ttl: TTLLike = None) -> T:
+        """Return the cached value, or run ``loader`` (once per key at a time) and cache it."""
+        key = _checked(key)
+        value = self._lookup(key)
+        if value is not MISSING:
+            return value  # type: ignore[no-any-return]
+        return self._load(self._full(key), loader, ttl)
+
+    def refresh(self, key: str, loader: Callable[[], T], ttl: TTLLike = None) -> T:
+        """Run ``loader`` now and store its result, whatever is cached."""
+        return self._load(self._full(_checked(key)), loader, ttl)
+
+    # ------------------------------------------------------------ decorators
+
+    def cached(self, ttl: TTLLike = None, *, key: str | Callable[..., str] | None = None) -> Any:
+        """Decorate a function with lazy loading: see ``cachekit.decorators.cached``."""
+        from .decorators import cached
+
+        return cached(self, ttl=ttl, key=key)
+
+    def writes(self, *, key: str | Callable[..., str], ttl: TTLLike = None) -> Any:
+        """Decorate a writer: after it succeeds, store its result or invalidate, per policy."""
+        from .decorators import writes
+
+        return writes(self, key=key, ttl=ttl)
+
+    def evicts(self, *, key: str | Callable[..., str]) -> Any:
+        """Decorate a function: after it succeeds, invalidate the entry named by ``key``."""
+        from .decorators import evicts
+
+        return evicts(self, key=key)
+
+    # ------------------------------------------------------------ stats
+
+    def stats(self) -> Stats:
+        """Return a snapshot of this cache's counters."""
+        capacity = expired = 0
+        if isinstance(self.backend, SupportsEvictionCounts):
+            capacity, expired = self.backend.eviction_counts()
+        errors = {op: c.value for op, c in list(self._errors.items())}
+        return Stats(
+            namespace=self.namespace,
+            hits=self._c_hits.value,
+            misses=self._c_misses.value,
+            loads=self._c_loads.value,
+            load_failures=self._c_load_failures.value,
+            coalesced=self._c_coalesced.value,
+            sets=self._c_sets.value,
+            deletes=self._c_deletes.value,
+            errors=sum(errors.values()),
+            evictions_capacity=capacity,
+            evictions_expired=expired,
+            evictions_invalidated=self._c_invalidated.value,
+            stale_served=self._c_stale.value,
+            circuit_open=self.breaker.is_open,
+            errors_by_operation=errors,
+        )
+
+
+def _checked(key: object) -> str:
+    if type(key) is str and key:
+        return key
+    from .keys import validate_key
+
+    return validate_key(key)

@@ -1,0 +1,240 @@
+"""Decorators: ``cached`` (lazy loading), ``writes`` (write-through or invalidate), ``evicts``.
+
+Everything that can be worked out once is worked out at decoration time (the
+signature, the key builder, bound methods of the cache), so a hit costs one
+key build and one backend lookup.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
+
+from .backends.base import MISSING
+from .errors import ConfigurationError, SerializationError, ValueTooLargeError
+from .keys import ArgsKey, validate_key
+from .policies import TTLLike
+
+if TYPE_CHECKING:
+    from .cache import Cache
+
+log = logging.getLogger("cachekit")
+
+__all__ = ["CachedFunction", "CachedMethod", "cached", "evicts", "writes"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+KeySpec = str | Callable[..., str] | None
+
+
+def _key_builder(
+    func: Callable[..., Any], key: KeySpec
+) -> Callable[[tuple[Any, ...], dict[str, Any]], str]:
+    if key is None:
+        return ArgsKey(func).builder()
+    if isinstance(key, str):
+        return ArgsKey(func, template=key).builder()
+    if callable(key):
+        user_fn = key
+
+        def build(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+            return validate_key(user_fn(*args, **kwargs))
+
+        return build
+    raise ConfigurationError(f"key must be a template string or a callable, not {key!r}")
+
+
+class CachedFunction(Generic[P, R]):
+    """The helpers attached to a ``@cache.cached`` function (the wrapper stays a function)."""
+
+    def __init__(self, cache: Cache, func: Callable[P, R], ttl: TTLLike, key: KeySpec) -> None:
+        self.cache = cache
+        self.func = func
+        self.ttl = ttl
+        self.key_of = _key_builder(func, key)
+
+    def key(self, *args: P.args, **kwargs: P.kwargs) -> str:
+        """Return the cache key of a call with these arguments."""
+        return self.key_of(args, kwargs)
+
+    def invalidate(self, *args: P.args, **kwargs: P.kwargs) -> bool:
+        """Drop the entry for these arguments; return whether one was cached."""
+        return self.cache.delete(self.key_of(args, kwargs))
+
+    def refresh(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Call the function now, store its result, and return it."""
+        return self.cache.refresh(
+            self.key_of(args, kwargs), lambda: self.func(*args, **kwargs), self.ttl
+        )
+
+    def uncached(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Call the function without reading or writing the cache."""
+        return self.func(*args, **kwargs)
+
+
+def _make_wrapper(helpers: CachedFunction[P, R]) -> Callable[P, R]:
+    func, ttl, key_of = helpers.func, helpers.ttl, helpers.key_of
+    cache = helpers.cache
+    lookup, load, full_key = cache._lookup, cache._load, cache._full
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        key = key_of(args, kwargs)
+        value = lookup(key)
+        if value is not MISSING:
+            return value  # type: ignore[no-any-return]
+        return load(full_key(key), lambda: func(*args, **kwargs), ttl)
+
+    return wrapper
+
+
+class CachedMethod(Generic[P, R]):
+    """A cached function defined in a class; binding passes the instance through.
+
+    ``obj.method.invalidate(42)`` and ``obj.method.refresh(42)`` take the
+    arguments after ``self``; the instance itself is not part of the key.
+    """
+
+    def __init__(self, helpers: CachedFunction[P, R]) -> None:
+        self._helpers = helpers
+        self._call = _make_wrapper(helpers)
+        functools.update_wrapper(self, helpers.func)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> R:
+        return self._call(*args, **kwargs)
+
+    def __get__(self, obj: object, objtype: type | None = None) -> Any:
+        if obj is None:
+            return self
+        return _BoundCached(self, obj)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._helpers, name)
+
+
+class _BoundCached:
+    """``CachedMethod`` bound to an instance."""
+
+    __slots__ = ("_method", "_obj")
+
+    def __init__(self, method: CachedMethod[Any, Any], obj: object) -> None:
+        self._method = method
+        self._obj = obj
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._method._call(self._obj, *args, **kwargs)
+
+    def key(self, *args: Any, **kwargs: Any) -> str:
+        """Return the cache key of a call with these arguments."""
+        return self._method._helpers.key(self._obj, *args, **kwargs)
+
+    def invalidate(self, *args: Any, **kwargs: Any) -> bool:
+        """Drop the entry for these arguments."""
+        return self._method._helpers.invalidate(self._obj, *args, **kwargs)
+
+    def refresh(self, *args: Any, **kwargs: Any) -> Any:
+        """Reload and store the entry for these arguments."""
+        return self._method._helpers.refresh(self._obj, *args, **kwargs)
+
+    def uncached(self, *args: Any, **kwargs: Any) -> Any:
+        """Call the method without the cache."""
+        return self._method._helpers.func(self._obj, *args, **kwargs)
+
+
+def _is_method(func: Callable[..., Any]) -> bool:
+    code = getattr(func, "__code__", None)
+    return bool(code and code.co_argcount and code.co_varnames[0] in ("self", "cls"))
+
+
+@overload
+def cached(
+    cache: Cache, *, ttl: TTLLike = ..., key: KeySpec = ...
+) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
+@overload
+def cached(
+    cache: Cache, ttl: TTLLike = ..., key: KeySpec = ...
+) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
+def cached(
+    cache: Cache, ttl: TTLLike = None, key: KeySpec = None
+) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Lazy loading: return the cached result, or call the function and cache it.
+
+    The key is the function's qualified name plus its bound arguments (defaults
+    applied), or ``key`` - a template such as ``"user:{user_id}"`` or a
+    callable taking the function's arguments. The wrapper gains
+    ``.invalidate(*args)``, ``.refresh(*args)``, ``.uncached(*args)`` and ``.key(*args)``.
+    """
+    if callable(ttl) and not isinstance(ttl, (int, float)):
+        raise ConfigurationError("use @cache.cached() or @cache.cached(ttl=...), with parentheses")
+
+    def decorate(func: Callable[P, R]) -> Callable[P, R]:
+        helpers = CachedFunction(cache, func, ttl, key)
+        if _is_method(func):
+            return CachedMethod(helpers)
+        wrapper = _make_wrapper(helpers)
+        wrapper.invalidate = helpers.invalidate  # type: ignore[attr-defined]
+        wrapper.refresh = helpers.refresh  # type: ignore[attr-defined]
+        wrapper.uncached = helpers.uncached  # type: ignore[attr-defined]
+        wrapper.key = helpers.key  # type: ignore[attr-defined]
+        wrapper.cache = cache  # type: ignore[attr-defined]
+        return wrapper
+
+    return decorate
+
+
+def writes(
+    cache: Cache, *, key: KeySpec, ttl: TTLLike = None
+) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """After the function succeeds, store its return value (write-through) or invalidate.
+
+    Which one is the cache policy's choice. If the function raises, the cache
+    is not touched.
+    """
+    if key is None:
+        raise ConfigurationError("@cache.writes needs key=: the key readers of this value use")
+
+    def decorate(func: Callable[P, R]) -> Callable[P, R]:
+        key_of = _key_builder(func, key)
+
+        @functools.wraps(func)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            k = key_of(args, kwargs)  # an unkeyable call fails before the write happens
+            result = func(*args, **kwargs)
+            if cache.policy.stores_on_write:
+                try:
+                    cache.set(k, result, ttl)
+                except (SerializationError, ValueTooLargeError) as exc:
+                    # the source already changed: never leave the old value behind
+                    cache._error_counter("encode").incr()
+                    log.warning("cachekit: written value for %r not cached: %s", k, exc)
+                    cache.delete(k)
+            else:
+                cache.delete(k)
+            return result
+
+        return wrapper
+
+    return decorate
+
+
+def evicts(cache: Cache, *, key: KeySpec) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """After the function succeeds, invalidate the entry named by ``key``."""
+    if key is None:
+        raise ConfigurationError("@cache.evicts needs key=: the key of the entry to drop")
+
+    def decorate(func: Callable[P, R]) -> Callable[P, R]:
+        key_of = _key_builder(func, key)
+
+        @functools.wraps(func)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            k = key_of(args, kwargs)
+            result = func(*args, **kwargs)
+            cache.delete(k)
+            return result
+
+        return wrapper
+
+    return decorate

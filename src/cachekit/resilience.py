@@ -1,0 +1,82 @@
+"""The circuit breaker that stops a cache from paying a timeout on every call to a dead backend.
+
+States: *closed* (calls go through), *open* (calls are skipped until
+``reset_timeout`` has passed), *half-open* (one probe call is let through; its
+success closes the breaker, its failure opens it again).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+from .errors import ConfigurationError
+
+__all__ = ["CircuitBreaker"]
+
+
+class CircuitBreaker:
+    """Opens after ``failure_threshold`` consecutive failures; probes after ``reset_timeout`` s."""
+
+    def __init__(
+        self,
+        failure_threshold: int = 3,
+        reset_timeout: float = 2.0,
+        *,
+        timer: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if failure_threshold < 1:
+            raise ConfigurationError("failure_threshold must be >= 1")
+        if not 0 < reset_timeout <= 60:
+            raise ConfigurationError("reset_timeout must be in (0, 60] seconds")
+        self.failure_threshold = failure_threshold
+        self.reset_timeout = reset_timeout
+        self._timer = timer
+        self._lock = threading.Lock()
+        #: Consecutive failures; 0 when healthy (read without the lock on the hot path).
+        self.failures = 0
+        #: When the open breaker lets a probe through; 0.0 while closed.
+        self.open_until = 0.0
+        self._probing = False
+        #: How many times the breaker has opened.
+        self.opened = 0
+
+    @property
+    def is_open(self) -> bool:
+        """True while calls are being skipped."""
+        return bool(self.open_until)
+
+    def allow(self) -> bool:
+        """Return whether a call may go to the backend now."""
+        if not self.open_until:
+            return True
+        if self._timer() < self.open_until:
+            return False
+        with self._lock:
+            if self._probing or not self.open_until:
+                return not self.open_until
+            self._probing = True
+            return True
+
+    def record_success(self) -> bool:
+        """Note a successful call; return True if this ended an outage."""
+        with self._lock:
+            was_failing = bool(self.failures or self.open_until)
+            self.failures = 0
+            self.open_until = 0.0
+            self._probing = False
+            return was_failing
+
+    def record_failure(self) -> bool:
+        """Note a failed call; return True if this opened the breaker."""
+        with self._lock:
+            self.failures += 1
+            if self._probing or self.failures >= self.failure_threshold:
+                opening = not self.open_until or self._probing
+                self.open_until = self._timer() + self.reset_timeout
+                self._probing = False
+                if opening:
+                    self.opened += 1
+                return opening
+            return False
