@@ -108,14 +108,14 @@ class Backend(abc.ABC):
 
 @runtime_checkable
 class SupportsCompareAndSet(Protocol):
-    """Versioned writes: read a token with the value, write only if unchanged."""
+    """Conditional writes, used for leases that stop a stale load overwriting a newer write.
 
-    def gets(self, key: str) -> tuple[Any, Any]:
-        """Return ``(value_or_MISSING, token)``; the token is opaque."""
-        ...
+    Redis implements it with a Lua compare-and-set, memcached with ``gets``/``cas``,
+    the memory backend under its lock.
+    """
 
-    def cas(self, key: str, value: Any, ttl: float | None, token: Any) -> bool:
-        """Store ``value`` only if ``key`` still holds the value read with ``token``."""
+    def compare_and_set(self, key: str, expected: Any, value: Any, ttl: float | None) -> bool:
+        """Store ``value`` only if ``key`` currently holds exactly ``expected``; return whether."""
         ...
 
 

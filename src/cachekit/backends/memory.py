@@ -191,21 +191,14 @@ class MemoryBackend(Backend):
 
     # -- optional capabilities
 
-    def gets(self, key: str) -> tuple[Any, Any]:
-        """Return ``(value_or_MISSING, token)``; the token is the stored entry itself."""
-        entry = self._mirror.get(key)
-        if entry is None or not self._timer() < entry[1]:
-            return MISSING, None
-        return entry[0], entry
-
-    def cas(self, key: str, value: Any, ttl: float | None, token: Any) -> bool:
-        """Store ``value`` only if the entry read with ``token`` is still the live one."""
+    def compare_and_set(self, key: str, expected: Any, value: Any, ttl: float | None) -> bool:
+        """Store ``value`` only if ``key`` holds a live entry equal to ``expected``."""
         entry = self._entry(value, ttl)
         with self._lock:
             current = self._mirror.get(key)
-            if current is not None and not self._timer() < current[1]:
-                current = None
-            if current is not token:
+            if current is None or not self._timer() < current[1]:
+                return False
+            if current[0] is not expected and current[0] != expected:
                 return False
             self._drain_reads()
             self._put(key, entry)

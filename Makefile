@@ -1,0 +1,49 @@
+# cachekit: the two set-up commands are `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: demo test lint typecheck bench servers-up servers-down clean
+
+$(VENV)/.installed-dev: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[sqlalchemy]'
+	touch $@
+
+## make demo: in-process cache + SQLite file, no server needed
+demo: $(VENV)/.installed
+	$(PY) -m cachekit demo
+
+## make test: venv, dev install, private Redis/Memcached servers + PostgreSQL, lint, pytest
+test: $(VENV)/.installed-dev
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/mypy
+	scripts/test-servers.sh start
+	$(VENV)/bin/pytest $(PYTEST_ARGS); rc=$$?; scripts/test-servers.sh stop; exit $$rc
+
+lint: $(VENV)/.installed-dev
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src
+	$(VENV)/bin/mypy
+
+servers-up:
+	scripts/test-servers.sh start
+
+servers-down:
+	scripts/test-servers.sh stop
+
+bench: $(VENV)/.installed-dev
+	$(PY) -m pip install -q -e '.[bench]'
+	scripts/test-servers.sh start
+	$(PY) benchmarks/hot_path.py; rc=$$?; scripts/test-servers.sh stop; exit $$rc
+
+clean:
+	rm -rf $(VENV) .test-servers .pytest_cache .mypy_cache .ruff_cache
