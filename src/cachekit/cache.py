@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 from .backends import backend_from_url
-from .backends.base import MISSING, Backend, SupportsEvictionCounts
+from .backends.base import MISSING, Backend, SupportsCompareAndSet, SupportsEvictionCounts
 from .errors import (
     BackendUnavailableError,
     CacheError,
@@ -37,6 +37,12 @@ __all__ = ["Cache"]
 
 log = logging.getLogger("cachekit")
 T = TypeVar("T")
+
+#: Leading bytes of a lease placeholder; no serializer's output starts with a NUL byte.
+LEASE_MARK = b"\x00ck-lease:"
+
+#: A TTL, or a function of the loaded value that returns one (e.g. short for ``None``).
+LoadTTL = TTLLike | Callable[[Any], TTLLike]
 
 #: Invalidations remembered during an outage; past this the namespace is cleared instead.
 MAX_PENDING_INVALIDATIONS = 10_000
@@ -57,10 +63,13 @@ class _Flight:
 class _Namespace:
     """The current key prefix of a namespace, shared by caches over one backend."""
 
-    __slots__ = ("check_at", "lock", "name", "prefix", "version")
+    __slots__ = ("check_at", "flights", "flights_lock", "lock", "name", "prefix", "version")
 
     def __init__(self, name: str) -> None:
         self.name = name
+        # in-progress loads, shared by every Cache over this backend and namespace
+        self.flights: dict[str, _Flight] = {}
+        self.flights_lock = threading.Lock()
         self.version = ""
         self.prefix = ""
         self.check_at = 0.0
@@ -114,6 +123,7 @@ class Cache:
         fail_open: bool = True,
         breaker: CircuitBreaker | None = None,
         namespace_check_interval: float = 1.0,
+        lease_ttl: float = 10.0,
         timer: Callable[[], float] = time.monotonic,
     ) -> None:
         if not isinstance(backend, Backend):
@@ -147,14 +157,16 @@ class Cache:
         self._hit, self._miss = self._c_hits.incr, self._c_misses.incr
         self.load_duration = Histogram()
 
-        self._flights: dict[str, _Flight] = {}
-        self._flights_lock = threading.Lock()
         self._pending: dict[str, None] = {}
         self._pending_overflow = False
         self._pending_lock = threading.Lock()
         self._incident = False
 
         self._ns = _cell_for(backend, namespace)
+        self._flights = self._ns.flights
+        self._flights_lock = self._ns.flights_lock
+        self.lease_ttl = lease_ttl
+        self._leases = self._remote and isinstance(backend, SupportsCompareAndSet)
         self._version_key = f"ck:{len(namespace)}:{namespace}:v"
         with self._ns.lock:
             if not self._ns.prefix:
@@ -184,7 +196,7 @@ class Cache:
         query = {k: v[-1] for k, v in parse_qs(urlsplit(url).query).items()}
         if serializer is None and "serializer" in query:
             serializer = _serializer_from_name(query["serializer"], options.pop("pickle_key", None))
-        names = ("fail_open", "breaker", "timer", "namespace_check_interval")
+        names = ("fail_open", "breaker", "timer", "namespace_check_interval", "lease_ttl")
         cache_opts: dict[str, Any] = {k: options.pop(k) for k in names if k in options}
         backend = backend_from_url(url, **options)
         return cls(
@@ -349,6 +361,8 @@ class Cache:
         try:
             return self.serializer.loads(raw)
         except SerializationError as exc:
+            if isinstance(raw, bytes) and raw.startswith(LEASE_MARK):
+                return MISSING  # another caller is loading this key: a plain miss
             self._error_counter("decode").incr()
             log.warning(
                 "cachekit: undecodable entry %r in namespace %r treated as a miss: %s",
@@ -589,20 +603,53 @@ class Cache:
 
     # ------------------------------------------------------------ loading
 
-    def _load(self, full: str, loader: Callable[[], T], ttl: TTLLike, store: bool = True) -> T:
-        """Run ``loader`` once per key at a time; others wait for its result."""
+    def _join(self, full: str) -> tuple[_Flight, bool]:
+        """Return the flight for ``full`` and whether this caller leads it."""
         with self._flights_lock:
             flight = self._flights.get(full)
-            leader = flight is None
-            if flight is None:
-                flight = self._flights[full] = _Flight()
-        if not leader:
-            self._c_coalesced.incr()
-            flight.event.wait()
-            if flight.error is not None:
-                raise flight.error
-            return flight.value  # type: ignore[no-any-return]
+            if flight is not None:
+                return flight, False
+            flight = self._flights[full] = _Flight()
+            return flight, True
+
+    def _land(self, full: str, flight: _Flight) -> None:
+        with self._flights_lock:
+            del self._flights[full]
+        flight.event.set()
+
+    def _wait(self, flight: _Flight) -> Any:
+        self._c_coalesced.incr()
+        flight.event.wait()
+        if flight.error is not None:
+            raise flight.error
+        return flight.value
+
+    def _take_lease(self, full: str) -> bytes | None:
+        """Put a lease on a missing key so a concurrent write can void a stale load.
+
+        Returns the lease token, or ``None`` when this load must not be stored
+        (someone else holds a lease or already stored a value, or the backend failed).
+        """
+        token = LEASE_MARK + secrets.token_hex(8).encode()
         try:
+            if self.backend.add(full, token, self.lease_ttl):
+                return token
+        except Exception as exc:
+            self._backend_error("lease", exc, raise_strict=False)
+        return None
+
+    def _load(self, full: str, loader: Callable[[], T], ttl: LoadTTL, guard: bool = True) -> T:
+        """Run ``loader`` once per key at a time; others wait for its result.
+
+        With ``guard`` (lazy loads) the result is stored only if no write to the
+        key happened meanwhile; without it (``refresh``) it is stored as a write.
+        """
+        flight, leader = self._join(full)
+        if not leader:
+            return self._wait(flight)  # type: ignore[no-any-return]
+        try:
+            leased = guard and self._leases
+            lease = self._take_lease(full) if leased else None
             started = time.perf_counter()
             try:
                 value = loader()
@@ -613,27 +660,106 @@ class Cache:
             self._c_loads.incr()
             self.load_duration.observe(time.perf_counter() - started)
             flight.value = value
-            if store and not flight.invalidated:
-                self._store_loaded(full, value, ttl)
+            if not guard or (not flight.invalidated and (lease is not None or not leased)):
+                self._store_loaded(full, value, ttl, lease)
             return value
         finally:
-            with self._flights_lock:
-                del self._flights[full]
-            flight.event.set()
+            self._land(full, flight)
 
-    def _store_loaded(self, full: str, value: Any, ttl: TTLLike) -> None:
-        """Cache a loaded value; failures to encode are counted and logged, not raised."""
+    def _store_loaded(self, full: str, value: Any, ttl: LoadTTL, lease: bytes | None) -> None:
+        """Cache a loaded value (only over our own lease, if any); encode failures are logged."""
+        if callable(ttl):
+            ttl = ttl(value)
         try:
             data = self._encode(value, full)
-            self._store(full, data, self._ttl_seconds(ttl))
+            seconds = self._ttl_seconds(ttl)
+            if lease is None:
+                self._store(full, data, seconds)
+            elif not (self.breaker.open_until and self._skip("set")):
+                try:
+                    stored = self.backend.compare_and_set(full, lease, data, seconds)  # type: ignore[attr-defined]
+                except (ValueTooLargeError, InvalidKeyError):
+                    raise
+                except Exception as exc:
+                    self._remember_invalidation((full,))
+                    self._backend_error("set", exc)
+                    return
+                if stored:
+                    self._c_sets.incr()
         except (SerializationError, ValueTooLargeError) as exc:
             self._error_counter("encode").incr()
             log.warning("cachekit: loaded value for %r not cached: %s", full, exc)
+            if lease is not None:
+                self._release_lease(full, lease)
         except CacheError:
             if not self.fail_open:
                 raise
 
-    def get_or_load(self, key: str, loader: Callable[[], T], ttl: TTLLike = None) -> T:
+    def _release_lease(self, full: str, lease: bytes) -> None:
+        try:
+            # Swap our lease for a short-lived released marker (read as a miss): unlike a
+            # delete, a compare-and-set can never remove a newer write.
+            released = LEASE_MARK + b"released"
+            self.backend.compare_and_set(full, lease, released, 1.0)  # type: ignore[attr-defined]
+        except Exception as exc:
+            self._backend_error("lease", exc, raise_strict=False)
+
+    def get_many_or_load(
+        self,
+        keys: Iterable[str],
+        loader: Callable[[list[str]], Mapping[str, Any]],
+        ttl: LoadTTL = None,
+    ) -> dict[str, Any]:
+        """Return cached values for ``keys``, loading all misses with one ``loader(missing)`` call.
+
+        Keys the loader does not return are neither cached nor in the result.
+        Loads are race-guarded like ``get_or_load``.
+        """
+        keys = list(dict.fromkeys(_checked(k) for k in keys))
+        found = self.get_many(keys)
+        missing = [k for k in keys if k not in found]
+        if not missing:
+            return found
+        fulls = {k: self._full(k) for k in missing}
+        led: dict[str, _Flight] = {}
+        waiting: dict[str, _Flight] = {}
+        for k in missing:
+            flight, leader = self._join(fulls[k])
+            (led if leader else waiting)[k] = flight
+        try:
+            if led:
+                leases = {k: self._take_lease(fulls[k]) for k in led} if self._leases else {}
+                started = time.perf_counter()
+                try:
+                    loaded = dict(loader(list(led)))
+                except BaseException as exc:
+                    for flight in led.values():
+                        flight.error = exc
+                    self._c_load_failures.incr()
+                    raise
+                self._c_loads.incr()
+                self.load_duration.observe(time.perf_counter() - started)
+                for k, flight in led.items():
+                    if k not in loaded:
+                        flight.value = MISSING
+                        if leases.get(k) is not None:
+                            self._release_lease(fulls[k], leases[k])  # type: ignore[arg-type]
+                        continue
+                    value = flight.value = loaded[k]
+                    found[k] = value
+                    lease = leases.get(k)
+                    if not flight.invalidated and (lease is not None or not self._leases):
+                        self._store_loaded(fulls[k], value, ttl, lease)
+        finally:
+            for k, flight in led.items():
+                self._land(fulls[k], flight)
+        for k, flight in waiting.items():
+            value = self._wait(flight)
+            if value is not MISSING:
+                found[k] = value
+        return {k: found[k] for k in keys if k in found}
+
+    def get_or_load(self, key: str, loader: Callable[[], T], ttl: LoadTTL = None) -> T:
         """Return the cached value, or run ``loader`` (once per key at a time) and cache it."""
         key = _checked(key)
         value = self._lookup(key)
@@ -641,9 +767,9 @@ class Cache:
             return value  # type: ignore[no-any-return]
         return self._load(self._full(key), loader, ttl)
 
-    def refresh(self, key: str, loader: Callable[[], T], ttl: TTLLike = None) -> T:
+    def refresh(self, key: str, loader: Callable[[], T], ttl: LoadTTL = None) -> T:
         """Run ``loader`` now and store its result, whatever is cached."""
-        return self._load(self._full(_checked(key)), loader, ttl)
+        return self._load(self._full(_checked(key)), loader, ttl, guard=False)
 
     # ------------------------------------------------------------ decorators
 
