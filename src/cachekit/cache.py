@@ -223,6 +223,8 @@ class Cache:
         """Re-read the namespace version from the backend (another process may have cleared)."""
         cell = self._ns
         cell.check_at = self._timer() + self._check_interval
+        if cell.prefix and self.breaker.open_until and not self.breaker.allow():
+            return  # keep the known version; don't pay a timeout while the breaker is open
         try:
             raw = self.backend.get(self._version_key)
             if raw is MISSING:
