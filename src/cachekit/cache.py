@@ -240,6 +240,8 @@ class Cache:
                 cell.adopt("local-" + secrets.token_hex(4))
             self._backend_error("namespace", exc, raise_strict=False)
             return
+        if self.breaker.failures:
+            self.breaker.record_success()  # we may have been the half-open probe
         version = raw.decode() if isinstance(raw, (bytes, bytearray)) else str(raw)
         if version != cell.version:
             cell.adopt(version)
