@@ -23,7 +23,7 @@ import math
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar
-from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import redis
 from redis.backoff import NoBackoff
@@ -115,6 +115,11 @@ def _k(key: str) -> bytes:
 def _px(ttl: float) -> int:
     """Milliseconds for a positive ``ttl`` in seconds (at least 1, never 0 = 'no expiry')."""
     return max(1, math.ceil(ttl * 1000))
+
+
+def _unsplit(parts: Any) -> str:
+    """The URL without query or fragment (``unix:///path`` keeps its slashes)."""
+    return f"{parts.scheme}://{parts.netloc}{parts.path}"
 
 
 def _positive(name: str, value: Any) -> float:
@@ -388,6 +393,8 @@ class RedisBackend(_RedisCommon):
         parts = urlsplit(url)
         if parts.scheme.lower() not in self.schemes:
             raise ConfigurationError(f"RedisBackend cannot serve {parts.scheme}:// URLs")
+        if parts.query:
+            raise ConfigurationError("URL query options need RedisBackend.from_url(url)")
         unknown = set(connection_options) - _PASSTHROUGH
         if unknown:
             raise ConfigurationError(f"unknown Redis options: {', '.join(sorted(unknown))}")
@@ -401,7 +408,7 @@ class RedisBackend(_RedisCommon):
         }
         if max_connections is not None:
             kwargs["max_connections"] = int(max_connections)
-        clean = urlunsplit(parts._replace(query="", fragment=""))
+        clean = _unsplit(parts)
         key = _pool_key("redis", clean, {**kwargs, "retries": retries})
 
         def build() -> redis.ConnectionPool:
@@ -422,16 +429,13 @@ class RedisBackend(_RedisCommon):
     def from_url(cls, url: str, **options: Any) -> RedisBackend:
         """Build from ``redis://``, ``rediss://`` or ``unix://``; keywords override the query."""
         parts, merged = _split_options(url, options)
-        db = merged.pop("db", None)
-        if db is not None:
-            if parts.scheme.lower() == "unix":
-                query = f"db={int(db)}"
-                return cls(urlunsplit(parts._replace(query=query)), **merged)
+        db = merged.get("db")
+        if db is not None and parts.scheme.lower() != "unix":
             path = parts.path.strip("/")
             if path and path != str(db):
                 raise ConfigurationError(f"Redis URL {url!r} names two databases")
-            parts = parts._replace(path=f"/{int(db)}")
-        return cls(urlunsplit(parts._replace(query="")), **merged)
+            parts = parts._replace(path="")
+        return cls(_unsplit(parts), **merged)
 
     @property
     def client(self) -> Any:
@@ -538,6 +542,8 @@ class RedisClusterBackend(_RedisCommon):
             raise ConfigurationError(f"RedisClusterBackend cannot serve {scheme}:// URLs")
         if parts.path.strip("/") not in ("", "0"):
             raise ConfigurationError("Redis Cluster has only database 0")
+        if parts.query:
+            raise ConfigurationError("URL query options need RedisClusterBackend.from_url(url)")
         unknown = set(connection_options) - _PASSTHROUGH
         if "db" in connection_options:
             unknown.add("db")
@@ -582,7 +588,7 @@ class RedisClusterBackend(_RedisCommon):
         db = merged.pop("db", 0)
         if int(db) != 0:
             raise ConfigurationError("Redis Cluster has only database 0")
-        return cls(urlunsplit(parts._replace(query="")), **merged)
+        return cls(_unsplit(parts), **merged)
 
     @property
     def client(self) -> Any:
