@@ -269,9 +269,11 @@ def test_rediss_against_a_real_tls_server() -> None:
     cert, key = os.path.join(certdir, "c.pem"), os.path.join(certdir, "k.pem")
     try:
         subprocess.run(
-            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
-            + ["-keyout", key, "-out", cert, "-subj", "/CN=localhost"]
-            + ["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+            [
+                *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+                *("-keyout", key, "-out", cert, "-subj", "/CN=localhost"),
+                *("-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"),
+            ],
             check=True,
             capture_output=True,
         )
@@ -391,10 +393,10 @@ def test_get_many_and_set_many_of_100_keys_are_one_round_trip_each() -> None:
             b.set_many({k: k.encode() for k in keys}, 30)
             assert len(sends) == 1
             sends.clear()
-            found = b.get_many(keys + ["absent"])
+            found = b.get_many([*keys, "absent"])
             assert len(sends) == 1
             sends.clear()
-            assert b.delete_many(keys + ["absent"]) == 100
+            assert b.delete_many([*keys, "absent"]) == 100
             assert len(sends) == 1
             after = client.info("commandstats")
         finally:
