@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import decimal
 import enum
+import inspect
 import itertools
 import random
 import uuid
@@ -415,11 +416,9 @@ def _functions() -> list[Any]:
 def _slow(func: Any, args: tuple[Any, ...]) -> str:
     """The key built by binding (what any non-fast call goes through)."""
     ak = ArgsKey(func)
-    import inspect
-
     params = list(inspect.signature(func).parameters)
     # pass everything by keyword: never the fast path
-    kwargs = dict(zip(params, args))
+    kwargs = dict(zip(params, args, strict=True))
     return ak.builder()((), kwargs)
 
 
@@ -427,8 +426,6 @@ def test_fast_path_and_slow_path_agree_for_many_calls() -> None:
     rng = random.Random(1234)
     checked = 0
     for func in _functions():
-        import inspect
-
         n = len(inspect.signature(func).parameters)
         build = ArgsKey(func).builder()
         for _ in range(300 if n else 1):
@@ -439,7 +436,7 @@ def test_fast_path_and_slow_path_agree_for_many_calls() -> None:
             # positional prefix + keywords for the rest: another slow-path shape
             if n >= 2:
                 names = list(inspect.signature(func).parameters)
-                mixed = build(args[:1], dict(zip(names[1:], args[1:])))
+                mixed = build(args[:1], dict(zip(names[1:], args[1:], strict=True)))
                 assert mixed == fast, (func.__qualname__, args)
             checked += 1
     assert checked > 2000
