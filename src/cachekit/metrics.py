@@ -1,0 +1,537 @@
+"""Prometheus export: a collector that reads each cache's plain counters at scrape time.
+
+Nothing here runs on the hot path. A ``Cache`` counts hits, misses, loads and
+errors in lock-free integer counters (``cachekit.stats``); the collector
+registered by ``register_prometheus`` turns them into metric families only
+when Prometheus scrapes. One collector serves every cache of a registry, so
+two caches never register clashing family names.
+
+Multi-process servers (gunicorn): each worker calls
+``start_multiprocess_export(cache)``, which copies its counters every second
+into prometheus-client's multiprocess files (``PROMETHEUS_MULTIPROC_DIR``);
+the process that serves ``/metrics`` sums them with ``MultiProcessCollector``.
+See ``docs/metrics.md``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from .backends.base import Backend, SupportsEvictionCounts, SupportsServerStats
+from .cache import Cache
+from .errors import ConfigurationError
+
+try:
+    from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
+    from prometheus_client import values as _prom_values
+    from prometheus_client.core import (
+        CounterMetricFamily,
+        GaugeMetricFamily,
+        HistogramMetricFamily,
+        Metric,
+    )
+    from prometheus_client.utils import floatToGoString
+except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
+    raise ConfigurationError(
+        "cachekit.metrics needs prometheus-client; install it with: "
+        "pip install 'cachekit[prometheus]'"
+    ) from exc
+
+# prometheus-client's helpers are untyped; pin the signatures we rely on
+_go_string: Callable[[float], str] = floatToGoString
+_multi_process_value: Callable[[], Any] = _prom_values.MultiProcessValue
+
+__all__ = [
+    "MultiprocessExporter",
+    "backend_label",
+    "export_multiprocess",
+    "register_prometheus",
+    "serve_metrics",
+    "start_multiprocess_export",
+    "unregister_prometheus",
+]
+
+log = logging.getLogger("cachekit.metrics")
+
+_LABELS = ("cache", "backend")
+
+# family name (counters without "_total") -> (type, help, extra label names)
+_FAMILIES: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "cachekit_hits": ("counter", "Lookups that found a live entry.", ()),
+    "cachekit_misses": ("counter", "Lookups that found nothing (incl. backend down).", ()),
+    "cachekit_loads": ("counter", "Loader runs that returned a value.", ()),
+    "cachekit_load_failures": ("counter", "Loader runs that raised.", ()),
+    "cachekit_evictions": (
+        "counter",
+        "Entries removed: capacity and expired where the backend can tell, "
+        "invalidated by delete/evicts.",
+        ("reason",),
+    ),
+    "cachekit_errors": ("counter", "Backend and codec failures, by operation.", ("operation",)),
+    "cachekit_stale_served": ("counter", "Stale values served because the backend failed.", ()),
+    "cachekit_coalesced": ("counter", "Callers that waited for another caller's load.", ()),
+    "cachekit_circuit_open": ("gauge", "1 while the circuit breaker skips the backend.", ()),
+}
+_DURATION = "cachekit_load_duration_seconds"
+_DURATION_HELP = "Duration of successful loader runs."
+
+# server_stats() key -> family; these count the whole server, not one namespace
+_SERVER_FAMILIES: dict[str, tuple[str, str]] = {
+    "evictions": (
+        "cachekit_server_evictions",
+        "Keys the server evicted for memory (whole server, all namespaces and clients).",
+    ),
+    "expired": (
+        "cachekit_server_expired",
+        "Keys the server expired (whole server, all namespaces and clients).",
+    ),
+    "hits": (
+        "cachekit_server_hits",
+        "Server-side lookup hits (whole server, all namespaces and clients).",
+    ),
+    "misses": (
+        "cachekit_server_misses",
+        "Server-side lookup misses (whole server, all namespaces and clients).",
+    ),
+}
+_SERVER_ERRORS = (
+    "cachekit_server_stats_errors",
+    "Scrapes whose server_stats() call failed or timed out (those families were skipped).",
+)
+_SERVER_LABELS = ("backend", "server")
+
+
+def backend_label(backend: Backend) -> str:
+    """Return the short ``backend`` label: ``MemoryBackend`` -> ``memory``, ``RedisClusterBackend`` -> ``redis-cluster``."""  # noqa: E501
+    name = type(backend).__name__
+    if name.endswith("Backend") and len(name) > len("Backend"):
+        name = name[: -len("Backend")]
+    return re.sub(r"(?<!^)(?=[A-Z])", "-", name).lower()
+
+
+def _server_label(backend: Backend) -> str | None:
+    """The server address a backend reports, credentials removed; None if it reports none."""
+    for attr in ("server_address", "url", "address"):
+        value = getattr(backend, attr, None)
+        if isinstance(value, str) and value:
+            parts = urlsplit(value)
+            if parts.scheme and "@" in parts.netloc:
+                value = urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+            return value
+    return None
+
+
+# ---------------------------------------------------------------- reading one cache
+
+
+def _samples(cache: Cache) -> Iterator[tuple[str, tuple[str, ...], float]]:
+    """Yield ``(family, extra label values, value)`` for one cache, read now."""
+    st = cache.stats()
+    yield "cachekit_hits", (), st.hits
+    yield "cachekit_misses", (), st.misses
+    yield "cachekit_loads", (), st.loads
+    yield "cachekit_load_failures", (), st.load_failures
+    # A remote backend cannot tell capacity from expiry per namespace: no made-up zeros.
+    if isinstance(cache.backend, SupportsEvictionCounts):
+        yield "cachekit_evictions", ("capacity",), st.evictions_capacity
+        yield "cachekit_evictions", ("expired",), st.evictions_expired
+    yield "cachekit_evictions", ("invalidated",), st.evictions_invalidated
+    for operation, count in sorted(st.errors_by_operation.items()):
+        yield "cachekit_errors", (operation,), count
+    yield "cachekit_stale_served", (), st.stale_served
+    yield "cachekit_coalesced", (), st.coalesced
+    yield "cachekit_circuit_open", (), 1.0 if st.circuit_open else 0.0
+
+
+class _ServerStats:
+    """``server_stats()`` of one backend, read with a timeout and cached for ``ttl`` seconds."""
+
+    def __init__(
+        self, backend: SupportsServerStats, ttl: float, timeout: float, timer: Callable[[], float]
+    ) -> None:
+        self._backend = backend
+        self._ttl = ttl
+        self._timeout = timeout
+        self._timer = timer
+        self._lock = threading.Lock()
+        self._value: dict[str, float] | None = None
+        self._fresh_until = float("-inf")
+        # a call that outlived its timeout: later scrapes wait for it instead of piling up threads
+        self._running: tuple[threading.Thread, list[Any]] | None = None
+        self.calls = 0
+        self.failures = 0
+
+    def read(self) -> dict[str, float] | None:
+        """Return the cached figures, fetching them if older than ``ttl``; None after a failure."""
+        with self._lock:
+            if self._timer() < self._fresh_until:
+                return self._value
+            self._value = self._fetch()
+            # failures are cached too, so a dead server is not probed on every scrape
+            self._fresh_until = self._timer() + self._ttl
+            return self._value
+
+    def _fetch(self) -> dict[str, float] | None:
+        if self._running is None:
+            box: list[Any] = []
+            thread = threading.Thread(
+                target=self._call, args=(box,), name="cachekit-server-stats", daemon=True
+            )
+            self.calls += 1
+            thread.start()
+            self._running = (thread, box)
+        thread, box = self._running
+        thread.join(self._timeout)
+        if thread.is_alive():
+            self.failures += 1
+            log.warning("cachekit: server_stats() took over %.2fs; skipped", self._timeout)
+            return None
+        self._running = None
+        ok, result = box[0]
+        if not ok:
+            self.failures += 1
+            log.warning("cachekit: server_stats() failed; skipped: %s", result)
+            return None
+        try:
+            return {k: float(v) for k, v in result.items() if k in _SERVER_FAMILIES}
+        except (AttributeError, TypeError, ValueError) as exc:
+            self.failures += 1
+            log.warning("cachekit: server_stats() returned %r; skipped: %s", result, exc)
+            return None
+
+    def _call(self, box: list[Any]) -> None:
+        try:
+            box.append((True, self._backend.server_stats()))
+        except Exception as exc:
+            box.append((False, exc))
+
+
+class _Entry:
+    """A registered cache with its labels and, if its backend has one, its server reader."""
+
+    __slots__ = ("backend", "cache", "server", "server_stats")
+
+    def __init__(self, cache: Cache, server: str, server_stats: _ServerStats | None) -> None:
+        self.cache = cache
+        self.backend = backend_label(cache.backend)
+        self.server = server
+        self.server_stats = server_stats
+
+
+class _CachekitCollector:
+    """The one collector per registry that reads every registered cache at scrape time."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, _Entry] = {}
+        self._lock = threading.Lock()
+
+    def add(self, cache: Cache, ttl: float, timeout: float, timer: Callable[[], float]) -> None:
+        with self._lock:
+            for entry in self._entries.values():
+                if entry.cache is cache:
+                    raise ConfigurationError(
+                        f"cache namespace {cache.namespace!r} is already registered "
+                        "with this Prometheus registry"
+                    )
+            if cache.namespace in self._entries:
+                raise ConfigurationError(
+                    f"another cache with namespace {cache.namespace!r} is already registered "
+                    "with this Prometheus registry; namespaces label the series, so they must "
+                    "be unique per registry (unregister_prometheus the old one first)"
+                )
+            self._entries[cache.namespace] = self._entry(cache, ttl, timeout, timer)
+
+    def _entry(
+        self, cache: Cache, ttl: float, timeout: float, timer: Callable[[], float]
+    ) -> _Entry:
+        backend = cache.backend
+        kind = backend_label(backend)
+        server = _server_label(backend) or kind
+        if not isinstance(backend, SupportsServerStats):
+            return _Entry(cache, server, None)
+        taken: set[str] = set()
+        for entry in self._entries.values():
+            if entry.cache.backend is backend:  # one reader per backend object
+                return _Entry(cache, entry.server, entry.server_stats)
+            if entry.server_stats is not None and entry.backend == kind:
+                taken.add(entry.server)
+        if server in taken:  # two backend objects that do not report an address
+            n = 2
+            while f"{server}-{n}" in taken:
+                n += 1
+            server = f"{server}-{n}"
+        return _Entry(cache, server, _ServerStats(backend, ttl, timeout, timer))
+
+    def remove(self, cache: Cache) -> bool:
+        with self._lock:
+            entry = self._entries.get(cache.namespace)
+            if entry is None or entry.cache is not cache:
+                return False
+            del self._entries[cache.namespace]
+            return True
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def describe(self) -> Iterable[Metric]:
+        """Name every family, so the registry catches a clash with another collector."""
+        yield from _empty_families()
+
+    def collect(self) -> Iterable[Metric]:
+        """Read every registered cache now and yield the families that have samples."""
+        with self._lock:
+            entries = sorted(self._entries.items())
+        families = _empty_families()
+        by_name: dict[str, Any] = {f.name: f for f in families}
+        servers: dict[tuple[str, str], _Entry] = {}
+        for namespace, entry in entries:
+            labels = [namespace, entry.backend]
+            for name, extra, value in _samples(entry.cache):
+                by_name[name].add_metric([*labels, *extra], value)
+            counts, total = entry.cache.load_duration.snapshot()
+            by_name[_DURATION].add_metric(
+                labels, _cumulative(entry.cache.load_duration.buckets, counts), total
+            )
+            if entry.server_stats is not None:
+                servers.setdefault((entry.backend, entry.server), entry)
+        for key, entry in sorted(servers.items()):
+            assert entry.server_stats is not None
+            figures = entry.server_stats.read()
+            for stat, value in sorted((figures or {}).items()):
+                by_name[_SERVER_FAMILIES[stat][0]].add_metric(list(key), value)
+            by_name[_SERVER_ERRORS[0]].add_metric(list(key), entry.server_stats.failures)
+        return [f for f in families if f.samples]
+
+
+def _empty_families() -> list[Metric]:
+    families: list[Metric] = []
+    for name, (typ, doc, extra) in _FAMILIES.items():
+        cls = CounterMetricFamily if typ == "counter" else GaugeMetricFamily
+        families.append(cls(name, doc, labels=[*_LABELS, *extra]))
+    families.append(HistogramMetricFamily(_DURATION, _DURATION_HELP, labels=list(_LABELS)))
+    for name, doc in [*_SERVER_FAMILIES.values(), _SERVER_ERRORS]:
+        families.append(CounterMetricFamily(name, doc, labels=list(_SERVER_LABELS)))
+    return families
+
+
+def _cumulative(bounds: tuple[float, ...], counts: list[int]) -> list[tuple[str, float]]:
+    """Turn per-bucket counts (+Inf last) into Prometheus' cumulative ``le`` buckets."""
+    out: list[tuple[str, float]] = []
+    acc = 0
+    for bound, count in zip([*bounds, float("inf")], counts, strict=True):
+        acc += count
+        out.append((_go_string(bound), acc))
+    return out
+
+
+# ---------------------------------------------------------------- public registration
+
+_COLLECTORS: dict[int, tuple[CollectorRegistry, _CachekitCollector]] = {}
+_COLLECTORS_LOCK = threading.Lock()
+
+
+def register_prometheus(
+    cache: Cache,
+    registry: CollectorRegistry | None = None,
+    *,
+    server_stats_ttl: float = 5.0,
+    server_stats_timeout: float = 0.5,
+    timer: Callable[[], float] = time.monotonic,
+) -> None:
+    """Export ``cache``'s counters to ``registry`` (default: prometheus_client's ``REGISTRY``).
+
+    Raises ``ConfigurationError`` if this cache, or another cache with the same
+    namespace, is already registered there, or if the registry already holds
+    other metrics with cachekit's family names. ``server_stats_ttl`` (seconds on
+    ``timer``) and ``server_stats_timeout`` apply to backends with
+    ``server_stats()``; the first cache registered over a backend sets them.
+    The registry keeps the cache alive until ``unregister_prometheus``.
+    """
+    if not isinstance(cache, Cache):
+        raise ConfigurationError(f"register_prometheus needs a cachekit Cache, not {cache!r}")
+    if server_stats_ttl < 0 or server_stats_timeout <= 0:
+        raise ConfigurationError("server_stats_ttl must be >= 0 and server_stats_timeout > 0")
+    reg = REGISTRY if registry is None else registry
+    with _COLLECTORS_LOCK:
+        found = _COLLECTORS.get(id(reg))
+        if found is None:
+            collector = _CachekitCollector()
+            collector.add(cache, server_stats_ttl, server_stats_timeout, timer)
+            try:
+                reg.register(collector)
+            except ValueError as exc:  # DuplicateTimeseries is a ValueError
+                raise ConfigurationError(
+                    "this Prometheus registry already has metrics named like cachekit's "
+                    f"families ({exc}); register caches only through register_prometheus"
+                ) from exc
+            _COLLECTORS[id(reg)] = (reg, collector)
+        else:
+            found[1].add(cache, server_stats_ttl, server_stats_timeout, timer)
+
+
+def unregister_prometheus(cache: Cache, registry: CollectorRegistry | None = None) -> bool:
+    """Stop exporting ``cache`` to ``registry``; return whether it was registered."""
+    reg = REGISTRY if registry is None else registry
+    with _COLLECTORS_LOCK:
+        found = _COLLECTORS.get(id(reg))
+        if found is None or not found[1].remove(cache):
+            return False
+        if not len(found[1]):
+            reg.unregister(found[1])
+            del _COLLECTORS[id(reg)]
+        return True
+
+
+def serve_metrics(
+    port: int, addr: str = "127.0.0.1", registry: CollectorRegistry | None = None
+) -> tuple[Any, threading.Thread]:
+    """Serve ``registry`` on ``http://addr:port/metrics`` from a daemon thread; return ``(server, thread)``."""  # noqa: E501
+    reg = REGISTRY if registry is None else registry
+    try:
+        server, thread = start_http_server(port, addr=addr, registry=reg)
+    except OSError as exc:
+        raise ConfigurationError(f"cannot serve metrics on {addr}:{port}: {exc}") from exc
+    return server, thread
+
+
+# ---------------------------------------------------------------- multi-process mode
+
+_VALUE_CLASS: Any = None
+
+
+def _value_class() -> Any:
+    """The mmap-backed value class to write with; shared with prometheus-client's own metrics."""
+    global _VALUE_CLASS
+    if _VALUE_CLASS is None:
+        if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            raise ConfigurationError(
+                "multiprocess export needs PROMETHEUS_MULTIPROC_DIR set to a writable directory "
+                "(the same one the /metrics process reads with MultiProcessCollector)"
+            )
+        # Two value classes must never open the same per-pid file: reuse the
+        # library's own when it was imported in multiprocess mode.
+        cls = _prom_values.ValueClass
+        _VALUE_CLASS = cls if getattr(cls, "_multiprocess", False) else (_multi_process_value())
+    return _VALUE_CLASS
+
+
+class _MultiprocessWriter:
+    """Copies one cache's counters, as absolute values, into this process's multiprocess files."""
+
+    def __init__(self, cache: Cache) -> None:
+        self._cache = cache
+        self._labels = (cache.namespace, backend_label(cache.backend))
+        self._values: dict[tuple[str, tuple[str, ...]], Any] = {}
+        self._lock = threading.Lock()
+
+    def _value(
+        self,
+        metric: str,
+        sample: str,
+        names: tuple[str, ...],
+        values: tuple[str, ...],
+        typ: str,
+        doc: str,
+    ) -> Any:
+        key = (sample, values)
+        value = self._values.get(key)
+        if value is None:
+            mode = "livemax" if typ == "gauge" else ""
+            value = self._values[key] = _value_class()(
+                typ, metric, sample, names, values, doc, multiprocess_mode=mode
+            )
+        return value
+
+    def write(self) -> None:
+        with self._lock:
+            for name, extra, number in _samples(self._cache):
+                typ, doc, extra_names = _FAMILIES[name]
+                sample = name + "_total" if typ == "counter" else name
+                self._value(
+                    name, sample, (*_LABELS, *extra_names), (*self._labels, *extra), typ, doc
+                ).set(float(number))
+            hist = self._cache.load_duration
+            counts, total = hist.snapshot()
+            names = (*_LABELS, "le")
+            # buckets stay per-bucket here: MultiProcessCollector accumulates them
+            for bound, count in zip([*hist.buckets, float("inf")], counts, strict=True):
+                self._value(
+                    _DURATION,
+                    _DURATION + "_bucket",
+                    names,
+                    (*self._labels, _go_string(bound)),
+                    "histogram",
+                    _DURATION_HELP,
+                ).set(float(count))
+            self._value(
+                _DURATION, _DURATION + "_sum", _LABELS, self._labels, "histogram", _DURATION_HELP
+            ).set(total)
+
+
+_WRITERS: dict[int, _MultiprocessWriter] = {}
+
+
+def export_multiprocess(cache: Cache) -> None:
+    """Write ``cache``'s counters now into this process's ``PROMETHEUS_MULTIPROC_DIR`` files."""
+    writer = _WRITERS.get(id(cache))
+    if writer is None or writer._cache is not cache:
+        writer = _WRITERS[id(cache)] = _MultiprocessWriter(cache)
+    writer.write()
+
+
+class MultiprocessExporter:
+    """A daemon thread that calls ``export_multiprocess`` every ``interval`` seconds."""
+
+    def __init__(self, caches: list[Cache], interval: float) -> None:
+        self.caches = caches
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name="cachekit-multiprocess-export", daemon=True
+        )
+
+    def start(self) -> MultiprocessExporter:
+        """Export once now, then every ``interval`` seconds, and once more at exit."""
+        self.export()
+        self._thread.start()
+        atexit.register(self.stop)
+        return self
+
+    def export(self) -> None:
+        """Write every cache's counters now."""
+        for cache in self.caches:
+            export_multiprocess(cache)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.export()
+            except Exception:  # a full disk must not kill the worker's export for good
+                log.exception("cachekit: multiprocess metrics export failed")
+
+    def stop(self) -> None:
+        """Stop the thread and write the final counts."""
+        if not self._stop.is_set():
+            self._stop.set()
+            if self._thread.is_alive():
+                self._thread.join()
+            atexit.unregister(self.stop)
+            self.export()
+
+
+def start_multiprocess_export(*caches: Cache, interval: float = 1.0) -> MultiprocessExporter:
+    """In a worker process, keep ``caches``' counters in the multiprocess files (every ``interval`` s)."""  # noqa: E501
+    if not caches:
+        raise ConfigurationError("start_multiprocess_export needs at least one cache")
+    if interval <= 0:
+        raise ConfigurationError("interval must be > 0 seconds")
+    _value_class()  # fail now, not in the thread, when the directory is not configured
+    return MultiprocessExporter(list(caches), interval).start()
