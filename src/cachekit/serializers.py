@@ -131,7 +131,7 @@ def _untag(value: Any) -> Any:
     if tag == "uuid":
         return uuid.UUID(v)
     if tag == "b":
-        return base64.b64decode(v)
+        return base64.b64decode(v, validate=True)
     if tag == "s":
         return {_untag(x) for x in v}
     if tag == "fs":
@@ -155,7 +155,10 @@ class JsonSerializer:
 
     def dumps(self, value: Any) -> bytes:
         """Encode ``value`` as (tagged) JSON bytes."""
-        native, tagged = _tag(value)
+        try:
+            native, tagged = _tag(value)
+        except RecursionError as exc:  # circular or absurdly deep structures
+            raise SerializationError(f"JSON serializer cannot encode value: {exc}") from exc
         try:
             text = json.dumps(native, ensure_ascii=self._ensure_ascii, separators=(",", ":"))
         except (ValueError, TypeError) as exc:  # circular references
@@ -172,7 +175,8 @@ class JsonSerializer:
                 return json.loads(data[1:])
             if head == b"J":
                 return _untag(json.loads(data[1:]))
-        except (ValueError, KeyError, TypeError, IndexError) as exc:
+        except (ValueError, LookupError, TypeError, ArithmeticError, RecursionError) as exc:
+            # ArithmeticError: bad Decimal / timedelta overflow; RecursionError: absurd nesting
             raise SerializationError(f"corrupt JSON payload: {exc}") from exc
         raise SerializationError(
             f"payload is not cachekit JSON (format byte {head!r}); refusing to decode it"
