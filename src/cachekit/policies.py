@@ -40,7 +40,9 @@ class TTL:
 
     def __post_init__(self) -> None:
         if self.seconds is not None and (
-            not isinstance(self.seconds, (int, float)) or self.seconds < 0
+            not isinstance(self.seconds, (int, float))
+            or isinstance(self.seconds, bool)
+            or not self.seconds >= 0  # also refuses NaN
         ):
             raise ConfigurationError(
                 f"TTL seconds must be a number >= 0 or None, got {self.seconds!r}"
