@@ -1,0 +1,245 @@
+"""``CachedRepository``: get / get_many / add / update / delete / query of one model, cached.
+
+Reads go through ``Cache.get_or_load`` / ``get_many_or_load``: a miss loads
+from a reader session (round-robin over ``readers``, else the writer) and
+stores the row's column state race-guarded, so a load that overlapped a
+committed write never stores the older row. Writes run in a writer session
+and touch the cache only after ``commit()`` returned: write-through stores
+the new state, cache-aside drops the entry. A failed commit leaves the cache
+untouched. See ``docs/sqlalchemy.md`` for the full guarantees.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Generic, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session, lazyload
+
+from ..cache import Cache
+from ..errors import SerializationError
+from ..policies import Policy, TTLLike
+from ..stats import Stats
+from .binding import DELETED, ModelBinding, binding_for
+from .codec import State
+
+__all__ = ["REPOSITORY_SESSION", "CachedRepository"]
+
+M = TypeVar("M")
+SessionFactory = Callable[[], Session]
+
+#: ``Session.info`` flag on the repository's own write sessions (``track`` skips them).
+REPOSITORY_SESSION = "cachekit.repository"
+#: Largest ``IN (...)`` list sent in one SELECT by ``get_many``.
+_IN_CHUNK = 500
+
+
+class CachedRepository(Generic[M]):
+    """Cached access to the rows of ``model`` by primary key, plus named cached queries.
+
+    ``policy`` defaults to the cache's policy; ``ttl`` to the policy's TTL.
+    ``absent_ttl`` is how long "no such row" is remembered (a later ``add``
+    through the repository or ``track`` makes the row visible at once).
+    """
+
+    def __init__(
+        self,
+        model: type[M],
+        session_factory: SessionFactory,
+        cache: Cache,
+        *,
+        policy: Policy | None = None,
+        readers: Sequence[SessionFactory] | None = None,
+        ttl: TTLLike = None,
+        absent_ttl: float = 5.0,
+    ) -> None:
+        self.model = model
+        self.cache = cache
+        self.binding: ModelBinding[M] = binding_for(cache, model)
+        self.codec = self.binding.codec
+        self.policy = policy or cache.policy
+        self._writer = session_factory
+        self._readers = tuple(readers or ())
+        self._turn = itertools.count()
+        self._ttl: TTLLike = ttl if ttl is not None else (self.policy.ttl if policy else None)
+        self._absent_ttl = absent_ttl
+        ttl_value, absent = self._ttl, absent_ttl
+        self._load_ttl: Callable[[Any], TTLLike] = lambda v: absent if v is None else ttl_value
+
+    def __repr__(self) -> str:
+        name, readers = self.model.__name__, len(self._readers)
+        return f"CachedRepository({name}, {self.policy!r}, readers={readers})"
+
+    # ------------------------------------------------------------ sessions
+
+    def _reader(self) -> Session:
+        if not self._readers:
+            return self._writer()
+        return self._readers[next(self._turn) % len(self._readers)]()
+
+    def _write_session(self) -> Session:
+        session = self._writer()
+        session.info[REPOSITORY_SESSION] = True
+        # keep the loaded state after commit, so returned objects need no refresh
+        session.expire_on_commit = False
+        return session
+
+    # ------------------------------------------------------------ reads
+
+    def _load_one(self, ident: tuple[Any, ...]) -> State | None:
+        with self._reader() as session:
+            pk = ident[0] if self.binding.single_pk else ident
+            obj = session.get(self.model, pk, options=[lazyload("*")])
+            return None if obj is None else self.codec.encode(obj)
+
+    def _load_many(self, idents: list[tuple[Any, ...]]) -> dict[tuple[Any, ...], State]:
+        cols = self.binding.pk_columns
+        out: dict[tuple[Any, ...], State] = {}
+        with self._reader() as session:
+            for start in range(0, len(idents), _IN_CHUNK):
+                chunk = idents[start : start + _IN_CHUNK]
+                where = (
+                    cols[0].in_([i[0] for i in chunk])
+                    if self.binding.single_pk
+                    else sa.tuple_(*cols).in_(chunk)
+                )
+                stmt = sa.select(self.model).where(where).options(lazyload("*"))
+                for obj in session.scalars(stmt).unique():
+                    out[self.binding.identity_of(obj)] = self.codec.encode(obj)
+        return out
+
+    def _decode(self, key: str, state: State, reload: Callable[[], State | None]) -> M | None:
+        try:
+            return self.codec.decode(state)
+        except SerializationError:
+            # an entry written for another version of the model: drop it, use the database
+            self.binding.rows.delete(key)
+            fresh = reload()
+            return None if fresh is None else self.codec.decode(fresh)
+
+    def get(self, pk: Any) -> M | None:
+        """Return a detached instance for primary key ``pk`` (tuple if composite), or ``None``."""
+        ident = self.binding.ident(pk)
+        key = self.binding.key(ident)
+        state = self.binding.rows.get_or_load(key, lambda: self._load_one(ident), self._load_ttl)
+        if state is None:
+            return None
+        return self._decode(key, state, lambda: self._load_one(ident))
+
+    def get_many(self, pks: Iterable[Any]) -> dict[Any, M]:
+        """Return ``{pk: instance}`` for the rows that exist; one SELECT for all misses."""
+        wanted: dict[str, tuple[Any, tuple[Any, ...]]] = {}
+        for pk in pks:
+            ident = self.binding.ident(pk)
+            wanted[self.binding.key(ident)] = (pk, ident)
+
+        def load(missing: list[str]) -> dict[str, State | None]:
+            rows = self._load_many([wanted[k][1] for k in missing])
+            # rows not found are returned as None, so "absent" is cached too
+            return {k: rows.get(wanted[k][1]) for k in missing}
+
+        found = self.binding.rows.get_many_or_load(list(wanted), load, self._load_ttl)
+        out: dict[Any, M] = {}
+        for key, state in found.items():
+            if state is None:
+                continue
+            pk, ident = wanted[key]
+            obj = self._decode(key, state, lambda i=ident: self._load_one(i))  # type: ignore[misc]
+            if obj is not None:
+                out[pk] = obj
+        return out
+
+    def query(self, name: str, stmt: sa.Select[Any], ttl: TTLLike = None) -> list[M]:
+        """Return the instances ``stmt`` selects, cached under ``name`` until the model changes.
+
+        ``name`` must identify the statement and its parameters (for example
+        ``"active"`` or ``f"by-team:{team_id}"``). Any write to the model
+        through a repository or ``track`` drops every cached query of it.
+        """
+
+        def load() -> list[State]:
+            with self._reader() as session:
+                objs = session.scalars(stmt.options(lazyload("*"))).unique().all()
+                return [self.codec.encode(o) for o in objs]
+
+        states = self.binding.queries.get_or_load(name, load, ttl if ttl is not None else self._ttl)
+        try:
+            return [self.codec.decode(s) for s in states]
+        except SerializationError:
+            self.binding.queries.delete(name)
+            return [self.codec.decode(s) for s in load()]
+
+    # ------------------------------------------------------------ writes
+
+    def _commit(self, session: Session, ops: dict[str, Any]) -> None:
+        """Commit ``session``, then apply ``ops`` to the cache; nothing is applied on failure."""
+        self.binding.begin_writes(ops)
+        try:
+            session.commit()
+        except BaseException:
+            self.binding.end_writes(ops)
+            raise
+        self.binding.apply(ops, store=self.policy.stores_on_write, ttl=self._ttl)
+
+    def _state_after_flush(self, session: Session, obj: Any) -> State:
+        session.flush()
+        # server-side defaults and onupdate values are expired by the flush: load them now
+        for attr in self.codec.unloaded(obj):
+            getattr(obj, attr)
+        return self.codec.encode(obj)
+
+    def add(self, obj: M) -> M:
+        """Insert ``obj``, commit, then cache it (or invalidate) and return it detached."""
+        with self._write_session() as session:
+            session.add(obj)
+            state = self._state_after_flush(session, obj)
+            key = self.binding.key(self.binding.identity_of(obj))
+            self._commit(session, {key: state})
+        return obj
+
+    def update(self, pk: Any, **changes: Any) -> M | None:
+        """Set ``changes`` on row ``pk``, commit, then cache it; ``None`` if it does not exist."""
+        ident = self.binding.ident(pk)
+        unknown = set(changes) - self.codec.keys
+        if unknown:
+            raise AttributeError(f"{self.model.__name__} has no column attribute(s) {unknown}")
+        if set(changes) & set(self.codec.pk_keys):
+            raise ValueError("update() cannot change the primary key; delete and add instead")
+        with self._write_session() as session:
+            obj = session.get(self.model, ident[0] if self.binding.single_pk else ident)
+            if obj is None:
+                return None
+            for name, value in changes.items():
+                setattr(obj, name, value)
+            state = self._state_after_flush(session, obj)
+            self._commit(session, {self.binding.key(ident): state})
+        return obj
+
+    def delete(self, pk: Any) -> bool:
+        """Delete the row ``pk`` and commit, then drop or mark it absent; ``False`` if missing."""
+        ident = self.binding.ident(pk)
+        with self._write_session() as session:
+            obj = session.get(self.model, ident[0] if self.binding.single_pk else ident)
+            if obj is None:
+                return False
+            session.delete(obj)
+            session.flush()
+            self._commit(session, {self.binding.key(ident): DELETED})
+        return True
+
+    # ------------------------------------------------------------ maintenance
+
+    def invalidate(self, pk: Any) -> None:
+        """Drop the cached row ``pk`` (after a write cachekit could not see)."""
+        self.binding.rows.delete(self.binding.key(self.binding.ident(pk)))
+        self.binding.queries.clear()
+
+    def clear(self) -> None:
+        """Drop every cached row and query of this model."""
+        self.binding.apply({}, store=False, clear=True)
+
+    def stats(self) -> Stats:
+        """Return the counters of this model's row cache."""
+        return self.binding.rows.stats()

@@ -1,0 +1,225 @@
+"""``track()``: apply ORM writes made outside a repository to the cache, after commit.
+
+Session events record each flushed change of a tracked model against the
+transaction (or savepoint) it was flushed in; the outermost ``commit()``
+applies them (write-through stores the state, cache-aside drops the entry);
+a rollback of the transaction, or of the savepoint, discards them.
+
+ORM bulk ``update(Model)`` / ``delete(Model)`` statements are seen through
+``do_orm_execute``: a ``WHERE`` on the primary key (``==`` or ``IN`` with
+literal values) or a list of parameter sets carrying the primary key
+invalidates those keys; any other ``WHERE`` clears the model's row
+namespace. Core statements on a ``Connection`` and textual SQL are invisible:
+only the TTL bounds their staleness.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.orm import Mapper, ORMExecuteState, Session, SessionTransaction
+from sqlalchemy.orm.attributes import instance_state
+from sqlalchemy.sql import operators
+from sqlalchemy.sql.elements import BinaryExpression, BindParameter, ColumnElement
+
+from ..cache import Cache
+from ..policies import Policy, TTLLike
+from .binding import DELETED, INVALIDATE, ModelBinding, binding_for
+from .repository import REPOSITORY_SESSION
+
+__all__ = ["Tracker", "track"]
+
+_PENDING = "cachekit.pending"
+
+
+@dataclass
+class _Pending:
+    """Changes recorded in one transaction (or savepoint), not yet committed."""
+
+    transaction: SessionTransaction
+    binding: ModelBinding[Any]
+    ops: dict[str, Any] = field(default_factory=dict)
+    clear: bool = False
+
+
+class Tracker:
+    """Session event hooks that keep tracked models' cache entries in step with commits."""
+
+    def __init__(
+        self,
+        target: Any,
+        cache: Cache,
+        models: Iterable[type[Any]],
+        policy: Policy | None,
+        ttl: TTLLike,
+    ) -> None:
+        self.target = target
+        self.cache = cache
+        self.policy = policy or cache.policy
+        self.ttl = ttl
+        self._bindings: dict[Mapper[Any], ModelBinding[Any]] = {}
+        for model in models:
+            b = binding_for(cache, model)
+            self._bindings[b.mapper] = b
+        self._events = (
+            ("after_flush", self._after_flush),
+            ("after_commit", self._after_commit),
+            ("after_soft_rollback", self._after_soft_rollback),
+            ("after_transaction_end", self._after_transaction_end),
+            ("do_orm_execute", self._do_orm_execute),
+        )
+        for name, fn in self._events:
+            event.listen(target, name, fn)
+
+    def remove(self) -> None:
+        """Stop tracking (remove the event listeners)."""
+        for name, fn in self._events:
+            event.remove(self.target, name, fn)
+
+    # ------------------------------------------------------------ recording
+
+    def _binding(self, mapper: Mapper[Any] | None) -> ModelBinding[Any] | None:
+        if mapper is None:
+            return None
+        for m in mapper.iterate_to_root():
+            b = self._bindings.get(m)
+            if b is not None:
+                return b
+        return None
+
+    def _pending(self, session: Session, binding: ModelBinding[Any]) -> _Pending:
+        txn = session.get_nested_transaction() or session.get_transaction()
+        assert txn is not None  # events below only fire inside a transaction
+        entries: list[_Pending] = session.info.setdefault(_PENDING, {}).setdefault(id(self), [])
+        for p in entries:
+            if p.transaction is txn and p.binding is binding:
+                return p
+        p = _Pending(txn, binding)
+        entries.append(p)
+        return p
+
+    def _after_flush(self, session: Session, _flush_context: Any) -> None:
+        if session.info.get(REPOSITORY_SESSION):
+            return  # the repository applies its own writes
+        deleted = set(map(id, session.deleted))
+        for obj in (*session.new, *session.dirty, *session.deleted):
+            state = instance_state(obj)
+            binding = self._binding(state.mapper)
+            if binding is None:
+                continue
+            if id(obj) in deleted:
+                key = binding.key(binding.ident(tuple(state.identity or ())))
+                value: Any = DELETED
+            elif state.key is not None and not session.is_modified(obj):
+                continue
+            else:
+                key = binding.key(binding.identity_of(obj))
+                # values computed by the server are expired after the flush: unknown here
+                value = INVALIDATE if binding.codec.unloaded(obj) else binding.codec.encode(obj)
+            pending = self._pending(session, binding)
+            if key not in pending.ops:
+                binding.begin_writes((key,))
+            pending.ops[key] = value
+
+    def _do_orm_execute(self, orm_state: ORMExecuteState) -> None:
+        if not (orm_state.is_update or orm_state.is_delete):
+            return
+        binding = self._binding(orm_state.bind_mapper)
+        if binding is None:
+            return
+        keys = _keys_of_bulk(binding, orm_state)
+        pending = self._pending(orm_state.session, binding)
+        if keys is None:
+            pending.clear = True
+            return
+        for key in keys:
+            if key not in pending.ops:
+                binding.begin_writes((key,))
+            pending.ops[key] = INVALIDATE
+
+    # ------------------------------------------------------------ commit / rollback
+
+    def _take(self, session: Session) -> list[_Pending]:
+        return list(session.info.get(_PENDING, {}).pop(id(self), ()))
+
+    def _after_commit(self, session: Session) -> None:
+        merged: dict[int, _Pending] = {}
+        for p in self._take(session):  # oldest first: later flushes win
+            m = merged.setdefault(id(p.binding), _Pending(p.transaction, p.binding))
+            m.ops.update(p.ops)
+            m.clear |= p.clear
+        for m in merged.values():
+            m.binding.apply(m.ops, store=self.policy.stores_on_write, ttl=self.ttl, clear=m.clear)
+
+    def _discard(self, entries: Iterable[_Pending]) -> None:
+        for p in entries:
+            p.binding.end_writes(p.ops)
+
+    def _after_soft_rollback(self, session: Session, previous: SessionTransaction) -> None:
+        entries: list[_Pending] = session.info.get(_PENDING, {}).get(id(self), [])
+        if not entries:
+            return
+        keep = [p for p in entries if not _within(p.transaction, previous)]
+        self._discard(p for p in entries if _within(p.transaction, previous))
+        entries[:] = keep
+
+    def _after_transaction_end(self, session: Session, transaction: SessionTransaction) -> None:
+        if transaction.parent is None:  # the outermost one ended without a commit: drop all
+            self._discard(self._take(session))
+
+
+def _within(txn: SessionTransaction | None, ancestor: SessionTransaction) -> bool:
+    while txn is not None:
+        if txn is ancestor:
+            return True
+        txn = txn.parent
+    return False
+
+
+def _keys_of_bulk(binding: ModelBinding[Any], orm_state: ORMExecuteState) -> list[str] | None:
+    """Return the keys a bulk UPDATE/DELETE touches, or ``None`` when they cannot be known."""
+    pk_names = [binding.mapper.get_property_by_column(c).key for c in binding.pk_columns]
+    params = orm_state.parameters
+    if isinstance(params, list) and params:
+        # bulk UPDATE by primary key: session.execute(update(Model), [{"id": 1, ...}, ...])
+        try:
+            return [binding.key(tuple(p[n] for n in pk_names)) for p in params]
+        except KeyError:
+            return None
+    where = getattr(orm_state.statement, "whereclause", None)
+    if where is None or not binding.single_pk:
+        return None
+    return _pk_literals(where, binding.pk_columns[0], binding)
+
+
+def _pk_literals(where: Any, column: Any, binding: ModelBinding[Any]) -> list[str] | None:
+    """Keys for ``pk == literal`` or ``pk IN (literals)``; ``None`` for any other clause."""
+    if not isinstance(where, BinaryExpression) or not isinstance(where.right, BindParameter):
+        return None
+    left = where.left
+    if not isinstance(left, ColumnElement) or left._deannotate() is not column:
+        return None
+    value = where.right.effective_value
+    if where.operator is operators.eq and value is not None:
+        return [binding.key((value,))]
+    if where.operator is operators.in_op and isinstance(value, (list, tuple)):
+        return [binding.key((v,)) for v in value]
+    return None
+
+
+def track(
+    target: Any,
+    cache: Cache,
+    models: Iterable[type[Any]],
+    *,
+    policy: Policy | None = None,
+    ttl: TTLLike = None,
+) -> Tracker:
+    """Hook ``target`` (sessionmaker, Session class or session) to cache ``models``' writes.
+
+    ``policy`` defaults to the cache's; call ``.remove()`` on the result to stop.
+    """
+    return Tracker(target, cache, models, policy, ttl)
