@@ -1,0 +1,369 @@
+"""The ``cachekit`` command line: ``cachekit demo`` replays a workload against each strategy."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, TextIO
+from urllib.parse import urlsplit
+
+from . import __version__
+from .errors import CacheError
+
+__all__ = ["Progress", "add_workload_arguments", "main", "render_table"]
+
+DEFAULT_TTLS = ("10", "60")
+
+
+class Progress:
+    """A one-line progress bar on a stream, drawn only for a TTY and only after ``delay`` s."""
+
+    def __init__(
+        self, total: int, *, stream: TextIO = sys.stderr, enabled: bool = True, delay: float = 1.0
+    ) -> None:
+        self.total, self.done, self.label = max(total, 1), 0, ""
+        self.stream = stream
+        self.enabled = enabled and stream.isatty()
+        self._start = time.monotonic()
+        self._delay = delay
+        self._next_draw = self._start + delay
+        self._drawn = False
+
+    def update(self, n: int) -> None:
+        """Count ``n`` more steps done; redraw at most ten times a second."""
+        self.done += n
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if now >= self._next_draw:
+            self._next_draw = now + 0.1
+            self._draw(now)
+
+    def _draw(self, now: float) -> None:
+        width = 30
+        frac = min(self.done / self.total, 1.0)
+        bar = "#" * int(frac * width)
+        elapsed = now - self._start
+        self.stream.write(f"\r[{bar:<{width}}] {frac:4.0%} {elapsed:5.1f}s  {self.label:<28.28}")
+        self.stream.flush()
+        self._drawn = True
+
+    def close(self) -> None:
+        """Erase the bar, if one was drawn."""
+        if self._drawn:
+            self.stream.write("\r" + " " * 78 + "\r")
+            self.stream.flush()
+            self._drawn = False
+
+
+def _ttl(text: str) -> float | None:
+    if text.lower() in ("none", "inf", "never"):
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"TTL must be seconds or 'none', not {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError("TTL must be > 0 seconds (or 'none' for no expiry)")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
+    return value
+
+
+def _split(values: Sequence[str]) -> list[str]:
+    """Accept ``a b``, ``a,b`` and mixes of both."""
+    return [v for item in values for v in item.split(",") if v]
+
+
+def add_workload_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the workload knobs shared by ``demo`` (and ``bench``) to ``parser``."""
+    from .workload import STRATEGIES
+
+    parser.add_argument("--rows", type=_positive_int, default=10_000, help="users to seed")
+    parser.add_argument("--ops", type=_positive_int, default=50_000, help="operations per run")
+    parser.add_argument("--write-ratio", type=_fraction, default=0.05, help="share of writes")
+    parser.add_argument(
+        "--bypass-writes",
+        type=_fraction,
+        default=0.2,
+        help="share of writes made around the cache, like another service writing the "
+        "database directly; they are what makes TTL staleness visible",
+    )
+    parser.add_argument("--zipf", type=float, default=1.0, help="Zipf skew (0 = uniform)")
+    parser.add_argument(
+        "--ttl",
+        nargs="+",
+        default=list(DEFAULT_TTLS),
+        metavar="SECONDS",
+        help="one or more TTLs in (simulated) seconds, or 'none' (default: 10 60)",
+    )
+    parser.add_argument(
+        "--strategies",
+        nargs="+",
+        default=list(STRATEGIES),
+        metavar="NAME",
+        help=f"any of {', '.join(STRATEGIES)} (default: all)",
+    )
+    parser.add_argument(
+        "--ops-per-second",
+        type=float,
+        default=500.0,
+        help="simulated request rate: the cache clock moves 1/N s per operation",
+    )
+    parser.add_argument(
+        "--db",
+        default=None,
+        help="SQLite file or SQLAlchemy URL (default: a SQLite file in a temporary directory)",
+    )
+    parser.add_argument("--cache-url", default="memory://", help="cache backend URL")
+    parser.add_argument("--seed", type=int, default=42, help="random seed of the workload")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cachekit", description="cachekit: cache-aside, write-through and TTL caching."
+    )
+    parser.add_argument("--version", action="version", version=f"cachekit {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    demo = sub.add_parser(
+        "demo",
+        help="replay a Zipf read/write workload on SQLite against each strategy and TTL",
+        description="Seed a SQLite database, replay the same seeded read/write workload "
+        "with no cache, cache-aside and write-through at each TTL, and print what each "
+        "bought: hit ratio, database queries, read latency, stale reads, evictions.",
+    )
+    add_workload_arguments(demo)
+    demo.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        metavar="PORT",
+        help="serve Prometheus metrics of every cache on PORT; keep serving until Ctrl-C",
+    )
+    return parser
+
+
+def _fmt_ttl(ttl: float | None) -> str:
+    return "none" if ttl is None else f"{ttl:g}s"
+
+
+def render_table(results: Sequence[Any]) -> str:
+    """Return the results as an aligned text table, one row per strategy and TTL."""
+    head = (
+        "strategy",
+        "TTL",
+        "hit ratio",
+        "DB queries",
+        "p50 µs",
+        "p99 µs",
+        "stale reads",
+        "stale %",
+        "evictions",
+    )
+    rows = [head]
+    for r in results:
+        cached = r.strategy != "none"
+        rows.append(
+            (
+                r.strategy,
+                _fmt_ttl(r.ttl) if cached else "-",
+                f"{r.hit_ratio:.1%}" if cached else "-",
+                f"{r.db_queries:,}",
+                f"{r.p50_us:.1f}",
+                f"{r.p99_us:.1f}",
+                f"{r.stale_reads:,}",
+                f"{r.stale_ratio:.2%}",
+                f"{r.evictions:,}" if cached else "-",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
+    lines = []
+    for n, row in enumerate(rows):
+        cells = [
+            c.ljust(w) if i < 2 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        ]
+        lines.append("  ".join(cells).rstrip())
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _db_url(db: str | None, tmpdir: str) -> str:
+    if db is None:
+        return "sqlite:///" + os.path.join(tmpdir, "cachekit-demo.db")
+    return db if "://" in db else "sqlite:///" + os.path.abspath(db)
+
+
+def _metrics_hooks(port: int) -> tuple[Callable[[Any], None], str]:
+    """Start the metrics server; return the per-cache registration hook and the URL."""
+    try:
+        from .metrics import register_prometheus, serve_metrics
+    except (ImportError, CacheError) as exc:
+        raise CacheError(
+            f"--metrics-port needs cachekit.metrics and prometheus-client ({exc}); "
+            "install them with: pip install 'cachekit[prometheus]'"
+        ) from exc
+    serve_metrics(port)
+    return register_prometheus, f"http://127.0.0.1:{port}/metrics"
+
+
+def _run_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from .workload import STRATEGIES, generate_ops, run_scenario, summarize
+
+    strategies = list(dict.fromkeys(_split(args.strategies)))
+    unknown = [s for s in strategies if s not in STRATEGIES]
+    if unknown:
+        err.write(
+            f"cachekit demo: error: unknown strategy {unknown[0]!r} "
+            f"(choose from {', '.join(STRATEGIES)})\n"
+        )
+        return 2
+    try:
+        ttls = list(dict.fromkeys(_ttl(t) for t in _split(args.ttl)))
+    except argparse.ArgumentTypeError as exc:
+        err.write(f"cachekit demo: error: --ttl: {exc}\n")
+        return 2
+    if args.ops_per_second <= 0:
+        err.write("cachekit demo: error: --ops-per-second must be > 0\n")
+        return 2
+    try:
+        from .workload_db import SqlUserStore
+    except ImportError as exc:
+        err.write(f"cachekit demo: error: {exc}\n")
+        return 1
+
+    register: Callable[[Any], None] | None = None
+    if args.metrics_port is not None:
+        register, url = _metrics_hooks(args.metrics_port)
+        err.write(f"serving Prometheus metrics at {url}\n")
+
+    scenarios: list[tuple[str, float | None]] = []
+    for s in strategies:
+        scenarios += [(s, None)] if s == "none" else [(s, t) for t in ttls]
+    ops = generate_ops(
+        rows=args.rows,
+        ops=args.ops,
+        write_ratio=args.write_ratio,
+        bypass_writes=args.bypass_writes,
+        zipf=args.zipf,
+        seed=args.seed,
+    )
+    simulated = urlsplit(args.cache_url).scheme.lower() == "memory"
+    tmpdir = tempfile.mkdtemp(prefix="cachekit-demo-")
+    caches: list[Any] = []
+
+    def on_cache(cache: Any) -> None:
+        caches.append(cache)
+        if register is not None:
+            register(cache)
+
+    progress = Progress(len(ops) * len(scenarios), stream=err, enabled=not args.quiet)
+    results = []
+    try:
+        with SqlUserStore(_db_url(args.db, tmpdir), args.rows, seed=args.seed) as store:
+            for strategy, ttl in scenarios:
+                progress.label = (
+                    strategy if strategy == "none" else f"{strategy} ttl={_fmt_ttl(ttl)}"
+                )
+                results.append(
+                    run_scenario(
+                        ops,
+                        store,
+                        strategy=strategy,
+                        ttl=ttl,
+                        cache_url=args.cache_url,
+                        ops_per_second=args.ops_per_second,
+                        progress=progress.update,
+                        on_cache=on_cache,
+                    )
+                )
+    finally:
+        progress.close()
+        shutil.rmtree(tmpdir, ignore_errors=True)
+
+    reading = summarize(results)
+    sim_seconds = len(ops) / args.ops_per_second
+    if args.json:
+        doc = {
+            "command": "demo",
+            "config": {k: v for k, v in vars(args).items() if k not in ("command", "json")}
+            | {"strategies": strategies, "ttl": ttls},
+            "clock": {
+                "simulated": simulated,
+                "ops_per_second": args.ops_per_second,
+                "simulated_seconds_per_run": sim_seconds,
+            },
+            "results": [r.as_dict() for r in results],
+            "reading": reading,
+        }
+        out.write(json.dumps(doc, indent=2) + "\n")
+    else:
+        writes = results[0].writes + results[0].bypass_writes if results else 0
+        out.write(
+            f"cachekit demo: {args.ops:,} ops on {args.rows:,} users (SQLite), Zipf skew "
+            f"{args.zipf:g}, {args.write_ratio:.0%} writes ({writes:,}), "
+            f"{args.bypass_writes:.0%} of them bypassing the cache, seed {args.seed}\n"
+        )
+        if simulated:
+            out.write(
+                f"clock: simulated, {args.ops_per_second:g} ops/s -> {sim_seconds:g} s per run; "
+                "TTLs are simulated seconds, latencies are real\n\n"
+            )
+        else:
+            out.write(
+                f"clock: {args.cache_url} expires entries in real time; this run takes seconds, "
+                "so long TTLs never expire here\n\n"
+            )
+        out.write(render_table(results) + "\n\n")
+        out.write(
+            "stale read = a read that returned another version than the database's committed "
+            "one at that moment\n"
+        )
+        out.write(f"reading: {reading}\n")
+    out.flush()
+
+    if register is not None:
+        err.write(f"run finished; still serving metrics at {url} (Ctrl-C to stop)\n")
+        try:
+            while True:
+                time.sleep(1.0)
+        except KeyboardInterrupt:
+            pass
+    for cache in caches:
+        cache.close()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``cachekit`` command line; return the exit status."""
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return _run_demo(args, sys.stdout, sys.stderr)
+    except CacheError as exc:
+        sys.stderr.write(f"cachekit {args.command}: error: {exc}\n")
+        return 1

@@ -1,0 +1,408 @@
+"""Workload engine: Zipf key sampler, simulated clock, stale-read detector and replayer.
+
+Used by ``cachekit demo`` (and meant for ``cachekit bench``): a seeded list of
+read / write operations over integer keys is replayed against a data source,
+with or without a cache in front, and each run yields a ``ScenarioResult``
+(hit ratio, source queries, read latency, stale reads, evictions).
+
+Time is simulated: the cache's clock is a ``SimClock`` that moves forward by
+``1 / ops_per_second`` per operation, so a TTL of 60 s shows its effect in a
+run that takes a second of wall time. Read latency is real (``perf_counter``).
+
+The data source is anything with the small ``Store`` interface; the SQL one is
+``cachekit.workload_db.SqlUserStore`` (it needs SQLAlchemy, this module does not).
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, NamedTuple, Protocol
+from urllib.parse import urlsplit
+
+from .backends import backend_from_url
+from .cache import Cache
+from .policies import NO_EXPIRY, TTL, CacheAside, Policy, WriteThrough
+
+__all__ = [
+    "STRATEGIES",
+    "Op",
+    "ScenarioResult",
+    "SimClock",
+    "StaleReadDetector",
+    "Store",
+    "ZipfSampler",
+    "generate_ops",
+    "make_cache",
+    "percentile",
+    "run_scenario",
+    "summarize",
+]
+
+#: Strategy names, in the order they are reported.
+STRATEGIES: tuple[str, ...] = ("none", "cache-aside", "write-through")
+
+READ, WRITE, BYPASS = "read", "write", "bypass"
+
+
+class Op(NamedTuple):
+    """One operation: ``kind`` is read, write (through the cache) or bypass (around it)."""
+
+    kind: str
+    key: int
+    value: int = 0
+
+
+class SimClock:
+    """A clock that only moves when told to; inject it as ``timer=``."""
+
+    def __init__(self, start: float = 0.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        """Move time forward by ``seconds``."""
+        self.now += seconds
+
+
+class ZipfSampler:
+    """Draws keys ``1..n`` with P(rank k) proportional to ``1 / k**skew``.
+
+    ``skew=0`` is uniform; around 1 is typical of web caches. Which key holds
+    which rank is shuffled with ``rng`` so that hot keys are not just 1, 2, 3.
+    """
+
+    def __init__(self, n: int, skew: float, rng: random.Random, *, shuffle: bool = True) -> None:
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        if skew < 0 or not math.isfinite(skew):
+            raise ValueError(f"skew must be a finite number >= 0, got {skew}")
+        self.n, self.skew, self._rng = n, skew, rng
+        self._cum = list(itertools.accumulate(1.0 / k**skew for k in range(1, n + 1)))
+        self._keys = list(range(1, n + 1))
+        if shuffle:
+            rng.shuffle(self._keys)
+
+    def sample(self) -> int:
+        """Return one key."""
+        i = bisect.bisect_left(self._cum, self._rng.random() * self._cum[-1])
+        return self._keys[min(i, self.n - 1)]
+
+    def sample_many(self, count: int) -> list[int]:
+        """Return ``count`` keys."""
+        return self._rng.choices(self._keys, cum_weights=self._cum, k=count)
+
+    def hottest(self, k: int) -> list[int]:
+        """Return the ``k`` most probable keys, hottest first."""
+        return self._keys[:k]
+
+    def expected_top_share(self, k: int) -> float:
+        """Return the theoretical share of draws that fall on the ``k`` hottest keys."""
+        return float(self._cum[min(k, self.n) - 1] / self._cum[-1])
+
+
+def generate_ops(
+    *,
+    rows: int,
+    ops: int,
+    write_ratio: float = 0.05,
+    bypass_writes: float = 0.5,
+    zipf: float = 1.0,
+    seed: int = 42,
+) -> list[Op]:
+    """Return a seeded, Zipf-distributed list of reads and writes over keys ``1..rows``.
+
+    A write is a ``bypass`` write (made around the cache, like another service
+    writing to the same database) with probability ``bypass_writes``.
+    """
+    if not 0.0 <= write_ratio <= 1.0 or not 0.0 <= bypass_writes <= 1.0:
+        raise ValueError("write_ratio and bypass_writes must be in [0, 1]")
+    rng = random.Random(seed)
+    keys = ZipfSampler(rows, zipf, rng).sample_many(ops)
+    out: list[Op] = []
+    for key in keys:
+        if rng.random() < write_ratio:
+            kind = BYPASS if rng.random() < bypass_writes else WRITE
+            out.append(Op(kind, key, rng.randrange(1_000_000)))
+        else:
+            out.append(Op(READ, key))
+    return out
+
+
+class StaleReadDetector:
+    """Compares each value read with the source's committed version at that moment.
+
+    The replayer reports every commit (``committed``) and every read
+    (``observe``); a read is stale when its version differs from the last
+    committed one. Staleness is the time since the returned version was
+    superseded. Exact for a single-threaded replay, where commits and reads
+    are ordered.
+    """
+
+    def __init__(self, clock: Callable[[], float], initial_version: int = 0) -> None:
+        self._clock = clock
+        self._initial = initial_version
+        self._version: dict[int, int] = {}
+        self._superseded_at: dict[tuple[int, int], float] = {}
+        self.reads = 0
+        self.stale = 0
+        self.max_staleness = 0.0
+
+    def committed(self, key: int, version: int) -> None:
+        """Record that ``version`` of ``key`` is now the committed one."""
+        old = self._version.get(key, self._initial)
+        if version != old:
+            self._superseded_at[(key, old)] = self._clock()
+            self._version[key] = version
+
+    def truth(self, key: int) -> int:
+        """Return the committed version of ``key``."""
+        return self._version.get(key, self._initial)
+
+    def observe(self, key: int, version: int) -> bool:
+        """Record a read that returned ``version``; return whether it was stale."""
+        self.reads += 1
+        if version == self._version.get(key, self._initial):
+            return False
+        self.stale += 1
+        since = self._superseded_at.get((key, version))
+        if since is not None:
+            self.max_staleness = max(self.max_staleness, self._clock() - since)
+        return True
+
+
+class Store(Protocol):
+    """The data source a workload runs against (rows are dicts with a ``version``)."""
+
+    def reset(self) -> None:
+        """Restore the seeded state and zero the query counters."""
+
+    def load(self, key: int) -> dict[str, Any] | None:
+        """Return the committed row for ``key``, or None."""
+
+    def save(self, key: int, value: int, now: float) -> dict[str, Any]:
+        """Commit a new value for ``key`` (its version goes up by one); return the new row."""
+
+    def query_counts(self) -> tuple[int, int]:
+        """Return ``(reads, writes)`` issued to the source since the last reset."""
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    """Return the nearest-rank ``q``-th percentile (0-100) of already sorted values."""
+    if not sorted_values:
+        return 0.0
+    rank = max(1, math.ceil(q / 100.0 * len(sorted_values)))
+    return sorted_values[min(rank, len(sorted_values)) - 1]
+
+
+def make_cache(
+    url: str, strategy: str, ttl: float | None, clock: SimClock, namespace: str
+) -> Cache:
+    """Build the cache of one scenario: ``memory://`` runs on the simulated clock."""
+    ttl_obj = NO_EXPIRY if ttl is None else TTL(ttl)
+    policy: Policy = WriteThrough(ttl_obj) if strategy == "write-through" else CacheAside(ttl_obj)
+    if urlsplit(url).scheme.lower() == "memory":
+        # Cache.from_url gives timer= to the Cache only; expiry lives in the backend.
+        backend = backend_from_url(url, timer=clock)
+        cache = Cache(backend, namespace=namespace, policy=policy, timer=clock)
+    else:
+        cache = Cache.from_url(url, namespace=namespace, policy=policy)
+    cache.clear()  # a shared server may hold entries of an earlier run
+    return cache
+
+
+@dataclass
+class ScenarioResult:
+    """What one strategy / TTL combination did with the workload."""
+
+    strategy: str
+    ttl: float | None
+    reads: int
+    writes: int
+    bypass_writes: int
+    hits: int
+    misses: int
+    db_reads: int
+    db_writes: int
+    p50_us: float
+    p99_us: float
+    stale_reads: int
+    max_staleness_s: float
+    evictions_capacity: int
+    evictions_expired: int
+    simulated_seconds: float
+    wall_seconds: float
+    latencies_us: list[float] = field(default_factory=list, repr=False)
+
+    @property
+    def hit_ratio(self) -> float:
+        """Hits / cache lookups (0.0 without a cache)."""
+        return self.hits / (self.hits + self.misses) if self.hits + self.misses else 0.0
+
+    @property
+    def db_queries(self) -> int:
+        """All statements sent to the database."""
+        return self.db_reads + self.db_writes
+
+    @property
+    def stale_ratio(self) -> float:
+        """Stale reads / reads."""
+        return self.stale_reads / self.reads if self.reads else 0.0
+
+    @property
+    def evictions(self) -> int:
+        """Entries the backend dropped, for capacity or expiry."""
+        return self.evictions_capacity + self.evictions_expired
+
+    @property
+    def label(self) -> str:
+        """``strategy`` or ``strategy ttl=60s``."""
+        if self.strategy == "none":
+            return "none"
+        return f"{self.strategy} ttl={'none' if self.ttl is None else f'{self.ttl:g}s'}"
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready dict (without the raw latencies)."""
+        out = asdict(self)
+        del out["latencies_us"]
+        for name in ("hit_ratio", "db_queries", "stale_ratio", "evictions", "label"):
+            out[name] = getattr(self, name)
+        return out
+
+
+def run_scenario(
+    ops: Sequence[Op],
+    store: Store,
+    *,
+    strategy: str,
+    ttl: float | None,
+    cache_url: str = "memory://",
+    ops_per_second: float = 500.0,
+    progress: Callable[[int], None] | None = None,
+    on_cache: Callable[[Cache], None] | None = None,
+) -> ScenarioResult:
+    """Replay ``ops`` against ``store`` behind ``strategy`` and return what happened.
+
+    Reads go through ``@cache.cached(key="user:{user_id}")``, writes through
+    ``@cache.writes(key="user:{user_id}")`` (invalidate under cache-aside,
+    store under write-through); bypass writes go straight to the store.
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r} (choose from {', '.join(STRATEGIES)})")
+    store.reset()
+    clock = SimClock()
+    detector = StaleReadDetector(clock)
+    step = 1.0 / ops_per_second
+    cache: Cache | None = None
+
+    def load_user(user_id: int) -> dict[str, Any] | None:
+        return store.load(user_id)
+
+    def save_user(user_id: int, value: int) -> dict[str, Any]:
+        return store.save(user_id, value, clock.now)
+
+    read, write = load_user, save_user
+    if strategy != "none":
+        ns = f"demo-{strategy}-ttl-{'none' if ttl is None else f'{ttl:g}'}"
+        cache = make_cache(cache_url, strategy, ttl, clock, ns)
+        if on_cache is not None:
+            on_cache(cache)
+        read = cache.cached(key="user:{user_id}")(load_user)
+        write = cache.writes(key="user:{user_id}")(save_user)
+
+    latencies: list[float] = []
+    observe, committed, perf = detector.observe, detector.committed, time.perf_counter
+    writes = bypassed = 0
+    started = perf()
+    for i, (kind, key, value) in enumerate(ops):
+        clock.now += step
+        if kind == READ:
+            t0 = perf()
+            row = read(key)
+            latencies.append(perf() - t0)
+            observe(key, -1 if row is None else row["version"])
+        else:
+            if kind == WRITE:
+                row = write(key, value)
+                writes += 1
+            else:
+                row = save_user(key, value)
+                bypassed += 1
+            committed(key, row["version"])
+        if progress is not None and i % 1024 == 1023:
+            progress(1024)
+    wall = perf() - started
+    if progress is not None:
+        progress(len(ops) % 1024)
+
+    stats = cache.stats() if cache is not None else None
+    db_reads, db_writes = store.query_counts()
+    latencies.sort()
+    lat_us = [x * 1e6 for x in latencies]
+    return ScenarioResult(
+        strategy=strategy,
+        ttl=ttl,
+        reads=len(latencies),
+        writes=writes,
+        bypass_writes=bypassed,
+        hits=stats.hits if stats else 0,
+        misses=stats.misses if stats else 0,
+        db_reads=db_reads,
+        db_writes=db_writes,
+        p50_us=percentile(lat_us, 50),
+        p99_us=percentile(lat_us, 99),
+        stale_reads=detector.stale,
+        max_staleness_s=detector.max_staleness,
+        evictions_capacity=stats.evictions_capacity if stats else 0,
+        evictions_expired=stats.evictions_expired if stats else 0,
+        simulated_seconds=clock.now,
+        wall_seconds=wall,
+        latencies_us=lat_us,
+    )
+
+
+def summarize(results: Sequence[ScenarioResult]) -> str:
+    """Return a one-line reading of the results: what caching saved and what the TTL cost."""
+    base = next((r for r in results if r.strategy == "none"), None)
+    cached = [r for r in results if r.strategy != "none"]
+    if not cached:
+        return "No cache strategy was run, so there is nothing to compare."
+    best = max(cached, key=lambda r: (r.hit_ratio, -r.stale_reads))
+    text = f"{best.label} had the most hits ({best.hit_ratio:.1%}) and sent {best.db_queries:,} "
+    text += "queries to the database"
+    if base is not None and base.db_queries:
+        share = best.db_queries / base.db_queries
+        text += f" ({share:.0%} of the {base.db_queries:,} without a cache)"
+    parts = [text]
+    pairs = [
+        (a, b)
+        for a in cached
+        for b in cached
+        if a.strategy == "write-through" and b.strategy == "cache-aside" and a.ttl == b.ttl
+    ]
+    if pairs:
+        gain = sum(a.hit_ratio - b.hit_ratio for a, b in pairs) / len(pairs)
+        parts.append(f"write-through vs cache-aside at equal TTL: {gain * 100:+.1f} points of hits")
+    same = sorted(
+        (r for r in cached if r.strategy == best.strategy),
+        key=lambda r: math.inf if r.ttl is None else r.ttl,
+    )
+    if len(same) > 1 and same[0].stale_reads < same[-1].stale_reads:
+        lo, hi = same[0], same[-1]
+        parts.append(
+            f"a shorter TTL cut stale reads from {hi.stale_ratio:.1%} ({hi.label}) to "
+            f"{lo.stale_ratio:.1%} ({lo.label}) for {(hi.hit_ratio - lo.hit_ratio) * 100:.1f} "
+            "points of hits"
+        )
+    if all(r.stale_reads == 0 for r in cached):
+        parts.append("no stale reads: every write went through the cache")
+    elif any(r.bypass_writes for r in cached):
+        parts.append("stale reads come from writes that bypass the cache, and the TTL bounds them")
+    return "; ".join(parts) + "."

@@ -1,0 +1,133 @@
+"""The workload's database: a seeded ``users`` table behind SQLAlchemy Core, with query counts.
+
+Needs SQLAlchemy (``pip install 'cachekit[sqlalchemy]'``); ``import cachekit``
+never imports this module.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+try:
+    import sqlalchemy as sa
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "the cachekit workload needs SQLAlchemy: pip install 'cachekit[sqlalchemy]'"
+    ) from exc
+
+__all__ = ["SqlUserStore", "users_table"]
+
+
+def users_table(metadata: sa.MetaData) -> sa.Table:
+    """Define the ``users`` table: a few columns and a version counter bumped by each write."""
+    return sa.Table(
+        "users",
+        metadata,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("name", sa.String(64), nullable=False),
+        sa.Column("email", sa.String(128), nullable=False),
+        sa.Column("score", sa.Integer, nullable=False),
+        sa.Column("version", sa.Integer, nullable=False),
+        sa.Column("updated_at", sa.Float, nullable=False),
+    )
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cursor = dbapi_conn.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+class SqlUserStore:
+    """Reads and writes ``users`` rows; counts every statement with ``before_cursor_execute``.
+
+    Each statement commits on its own (autocommit), so a value read by any
+    connection after a write returns is the committed one.
+    """
+
+    def __init__(self, url: str, rows: int = 10_000, *, seed: int = 42) -> None:
+        self.url, self.rows, self.seed = url, rows, seed
+        self.engine = sa.create_engine(url)
+        if self.engine.dialect.name == "sqlite":
+            # Without this every autocommitted UPDATE waits for an fsync, and the
+            # demo would measure the disk instead of the cache.
+            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+        self.table = users_table(sa.MetaData())
+        self._reads = self._writes = 0
+        sa.event.listen(self.engine, "before_cursor_execute", self._count)
+        self._conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        t = self.table
+        self._select = sa.select(t).where(t.c.id == sa.bindparam("uid"))
+        update = (
+            sa.update(t)
+            .where(t.c.id == sa.bindparam("uid"))
+            .values(
+                score=sa.bindparam("score"),
+                version=t.c.version + 1,
+                updated_at=sa.bindparam("now"),
+            )
+        )
+        self._returning = self.engine.dialect.update_returning
+        self._update = update.returning(*t.c) if self._returning else update
+
+    def _count(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.lstrip()[:6].upper() == "SELECT":
+            self._reads += 1
+        else:
+            self._writes += 1
+
+    def reset(self) -> None:
+        """(Re)create and seed the table, then zero the query counters."""
+        rng = random.Random(self.seed)
+        t = self.table
+        t.drop(self._conn, checkfirst=True)
+        t.create(self._conn)
+        self._conn.execute(
+            t.insert(),
+            [
+                {
+                    "id": i,
+                    "name": f"user {i}",
+                    "email": f"user{i}@example.com",
+                    "score": rng.randrange(1_000_000),
+                    "version": 0,
+                    "updated_at": 0.0,
+                }
+                for i in range(1, self.rows + 1)
+            ],
+        )
+        self._reads = self._writes = 0
+
+    def load(self, key: int) -> dict[str, Any] | None:
+        """Return the committed row for ``key`` as a dict, or None."""
+        row = self._conn.execute(self._select, {"uid": key}).first()
+        return None if row is None else dict(row._mapping)
+
+    def save(self, key: int, value: int, now: float) -> dict[str, Any]:
+        """Set ``score`` and bump ``version`` of ``key``; return the new row."""
+        result = self._conn.execute(self._update, {"uid": key, "score": value, "now": now})
+        if self._returning:
+            row = result.one()
+            return dict(row._mapping)
+        new = self.load(key)
+        if new is None:
+            raise LookupError(f"no user {key}")
+        return new
+
+    def query_counts(self) -> tuple[int, int]:
+        """Return ``(reads, writes)`` sent to the database since the last reset."""
+        return self._reads, self._writes
+
+    def close(self) -> None:
+        """Close the connection and dispose of the engine."""
+        self._conn.close()
+        sa.event.remove(self.engine, "before_cursor_execute", self._count)
+        self.engine.dispose()
+
+    def __enter__(self) -> SqlUserStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
