@@ -153,6 +153,17 @@ def test_value_at_the_default_limit_fits_a_default_memcached(make_backend: Facto
     backend.delete(key)
 
 
+def test_server_refusal_as_too_large_is_value_too_large(memcached_url: str) -> None:
+    backend = MemcachedBackend.from_url(memcached_url, max_value_size=4 * 1024 * 1024)
+    try:
+        with pytest.raises(ck.ValueTooLargeError) as info:
+            backend.set("huge-" + _uid(), b"h" * (2 * 1024 * 1024), 60)
+        assert isinstance(info.value.__cause__, MemcacheServerError)
+        backend.set("after-" + _uid(), b"ok", 60)  # the connection is still usable
+    finally:
+        backend.close()
+
+
 def test_cache_set_of_oversized_value_keeps_old_entry(memcached_url: str) -> None:
     cache = ck.Cache.from_url(memcached_url + "?max_value_size=1000", namespace="t-" + _uid())
     try:
