@@ -435,6 +435,20 @@ def test_ready_client_is_used_and_left_open(memcached_url: str) -> None:
         client.close()
 
 
+def test_key_prefix_of_a_ready_client_is_counted_in_the_key_limit(memcached_url: str) -> None:
+    client = PooledClient(
+        ("127.0.0.1", _port(memcached_url)), timeout=1, connect_timeout=1, key_prefix=b"p" * 40
+    )
+    try:
+        backend = MemcachedBackend(client)
+        for key in ("k" * 230 + _uid(), "short " + _uid()):
+            backend.set(key, b"v", 60)
+            assert backend.get(key) == b"v"
+            assert backend.delete_many([key]) == 1
+    finally:
+        client.close()
+
+
 # ------------------------------------------------------------------ consistent hashing
 
 
