@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 from .backends.base import MISSING
 from .errors import ConfigurationError, SerializationError, ValueTooLargeError
 from .keys import ArgsKey, validate_key
-from .policies import TTLLike
+from .policies import DEFAULT_TTL, TTLLike, as_ttl
 
 if TYPE_CHECKING:
     from .cache import Cache
@@ -169,6 +169,7 @@ def cached(
     """
     if callable(ttl) and not isinstance(ttl, (int, float)):
         raise ConfigurationError("use @cache.cached() or @cache.cached(ttl=...), with parentheses")
+    as_ttl(ttl, DEFAULT_TTL)  # a bad ttl fails here, not silently at the first store
 
     def decorate(func: Callable[P, R]) -> Callable[P, R]:
         helpers = CachedFunction(cache, func, ttl, key)
@@ -195,6 +196,7 @@ def writes(
     """
     if key is None:
         raise ConfigurationError("@cache.writes needs key=: the key readers of this value use")
+    as_ttl(ttl, DEFAULT_TTL)
 
     def decorate(func: Callable[P, R]) -> Callable[P, R]:
         key_of = _key_builder(func, key)
