@@ -279,12 +279,6 @@ def test_planted_pickle_is_never_executed(
         cache.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cache.py bug: Cache._load takes its lease with backend.add (SET NX), which fails "
-    "while the undecodable entry is present, so the loaded value is never stored and the key "
-    "stays uncacheable until the planted entry expires (never, if it has no TTL)",
-)
 def test_a_planted_entry_is_replaced_by_the_next_load(
     server: ServerProcess, raw: redis.Redis, tmp_path: Path
 ) -> None:

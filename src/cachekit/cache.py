@@ -359,6 +359,15 @@ class Cache:
             raise ValueTooLargeError(len(data), limit, key)
         return data
 
+    def _undecodable(self, raw: bytes) -> bool:
+        if self.serializer is None:
+            return False
+        try:
+            self.serializer.loads(raw)
+        except SerializationError:
+            return True
+        return False
+
     def _decode(self, full: str, raw: Any) -> Any:
         if self.serializer is None:
             return raw
@@ -637,6 +646,16 @@ class Cache:
         token = LEASE_MARK + secrets.token_hex(8).encode()
         try:
             if self.backend.add(full, token, self.lease_ttl):
+                return token
+            # Something is there. If it is a corrupt entry (not a lease, not decodable),
+            # take its place, or the key would never be cached again until it expired.
+            current = self.backend.get(full)
+            if (
+                isinstance(current, bytes)
+                and not current.startswith(LEASE_MARK)
+                and self._undecodable(current)
+                and self.backend.compare_and_set(full, current, token, self.lease_ttl)  # type: ignore[attr-defined]
+            ):
                 return token
         except Exception as exc:
             self._backend_error("lease", exc, raise_strict=False)

@@ -55,6 +55,7 @@ class PassthroughSerializer:
         return data
 
 
+_json_decode = json.JSONDecoder().decode
 _TAG = "__ck__"
 _NATIVE = frozenset({str, int, float, bool, type(None)})
 
@@ -171,10 +172,11 @@ class JsonSerializer:
             raise SerializationError("empty payload")
         head = data[:1]
         try:
+            # decoding to str first skips json.loads' byte-encoding detection (~25 % of a hit)
             if head == b"j":
-                return json.loads(data[1:])
+                return _json_decode(data[1:].decode("utf-8", "surrogatepass"))
             if head == b"J":
-                return _untag(json.loads(data[1:]))
+                return _untag(_json_decode(data[1:].decode("utf-8", "surrogatepass")))
         except (ValueError, LookupError, TypeError, ArithmeticError, RecursionError) as exc:
             # ArithmeticError: bad Decimal / timedelta overflow; RecursionError: absurd nesting
             raise SerializationError(f"corrupt JSON payload: {exc}") from exc
