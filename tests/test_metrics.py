@@ -471,6 +471,43 @@ def test_scripted_run_on_remote_backends(
     assert value(s, "cachekit_server_stats_errors_total", **labels) == 0
 
 
+@pytest.mark.parametrize(
+    ("fixture", "label"), [("redis_url", "redis"), ("memcached_url", "memcached")]
+)
+def test_counts_are_exact_under_8_threads_on_remote_backends(
+    request: pytest.FixtureRequest,
+    registry: CollectorRegistry,
+    namespace: str,
+    fixture: str,
+    label: str,
+) -> None:
+    cache = ck.Cache.from_url(request.getfixturevalue(fixture), namespace=namespace, ttl=60)
+    try:
+        register_prometheus(cache, registry)
+        cache.set("warm", 1)
+        threads_n, calls = 8, 150
+        start = threading.Barrier(threads_n)
+
+        def work() -> None:
+            start.wait()
+            for _ in range(calls):
+                assert cache.get("warm") == 1
+                assert cache.get("absent") is None
+
+        threads = [threading.Thread(target=work) for _ in range(threads_n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        s = scrape(registry)
+    finally:
+        cache.close()
+    lab = {"cache": namespace, "backend": label}
+    assert value(s, "cachekit_hits_total", **lab) == threads_n * calls
+    assert value(s, "cachekit_misses_total", **lab) == threads_n * calls
+    assert "cachekit_errors_total" not in names(s)
+
+
 # ---------------------------------------------------------------- exposition and packaging
 
 
