@@ -38,6 +38,9 @@ __all__ = ["Cache"]
 log = logging.getLogger("cachekit")
 T = TypeVar("T")
 
+#: Seconds to wait before replaying pending invalidations again after a failed replay.
+REPLAY_BACKOFF = 0.5
+
 #: Leading bytes of a lease placeholder; no serializer's output starts with a NUL byte.
 LEASE_MARK = b"\x00ck-lease:"
 
@@ -161,6 +164,7 @@ class Cache:
         self._pending_overflow = False
         self._pending_lock = threading.Lock()
         self._incident = False
+        self._replay_after = 0.0
 
         self._ns = _cell_for(backend, namespace)
         self._flights = self._ns.flights
@@ -302,7 +306,7 @@ class Cache:
                 type(self.backend).__name__,
                 self.namespace,
             )
-        if self._pending or self._pending_overflow:
+        if (self._pending or self._pending_overflow) and self._timer() >= self._replay_after:
             self._replay_pending()
         self._slow = self._remote or bool(self._pending) or bool(self.breaker.failures)
 
@@ -335,6 +339,8 @@ class Cache:
             elif keys:
                 self.backend.delete_many(keys)
         except Exception as exc:
+            # e.g. one pool node still down: retry later, not after every successful call
+            self._replay_after = self._timer() + REPLAY_BACKOFF
             self._backend_error("replay", exc, raise_strict=False)
             return
         with self._pending_lock:
