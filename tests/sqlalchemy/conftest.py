@@ -45,7 +45,7 @@ class Doc(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     body: Mapped[str] = mapped_column(sa.String(50))
     version: Mapped[int] = mapped_column(nullable=False)
-    __mapper_args__ = {"version_id_col": version}  # noqa: RUF012
+    __mapper_args__ = {"version_id_col": version}
 
 
 class Pair(Base):
