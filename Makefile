@@ -15,7 +15,7 @@ $(VENV)/.installed-dev: pyproject.toml
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[sqlalchemy]'
+	$(PY) -m pip install -q -e '.[sqlalchemy,prometheus]'
 	touch $@
 
 ## make demo: in-process cache + SQLite file, no server needed
