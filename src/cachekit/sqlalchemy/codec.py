@@ -105,6 +105,8 @@ def _enum_pair(type_: sa.Enum) -> tuple[Encoder, Decoder]:
 
 def _pair_for(column: str, type_: sa.types.TypeEngine[Any]) -> tuple[Encoder, Decoder]:
     """Return the (encode, decode) functions for values of ``type_``."""
+    if isinstance(type_, sa.Interval):  # before TypeDecorator: Interval is one
+        return _td, lambda v: datetime.timedelta(days=v[0], seconds=v[1], microseconds=v[2])
     if isinstance(type_, sa.types.TypeDecorator):
         # its Python values are whatever the decorator makes them: only JSON-native ones pass
         return _native_only(column, type_), _same
@@ -124,8 +126,6 @@ def _pair_for(column: str, type_: sa.types.TypeEngine[Any]) -> tuple[Encoder, De
         return _iso, datetime.date.fromisoformat
     if isinstance(type_, sa.Time):
         return _iso, datetime.time.fromisoformat
-    if isinstance(type_, sa.Interval):
-        return _td, lambda v: datetime.timedelta(days=v[0], seconds=v[1], microseconds=v[2])
     if isinstance(type_, sa.Uuid):
         return (str, uuid.UUID) if type_.as_uuid else (str, _same)
     if isinstance(type_, sa.JSON):

@@ -92,7 +92,9 @@ class Tracker:
 
     def _pending(self, session: Session, binding: ModelBinding[Any]) -> _Pending:
         txn = session.get_nested_transaction() or session.get_transaction()
-        assert txn is not None  # events below only fire inside a transaction
+        if txn is None:
+            # a bulk statement before anything else: begin now what execute() would autobegin
+            txn = session.begin()
         entries: list[_Pending] = session.info.setdefault(_PENDING, {}).setdefault(id(self), [])
         for p in entries:
             if p.transaction is txn and p.binding is binding:
