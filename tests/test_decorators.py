@@ -296,6 +296,11 @@ def test_method_metadata_is_preserved(clock: FakeClock) -> None:
     assert Repo.get.__name__ == "get"
     assert Repo.get.__doc__ == "Get one."
     assert list(inspect.signature(Repo.get).parameters) == ["self", "uid"]
+    bound = Repo().get
+    assert str(inspect.signature(bound)) == "(uid: 'int') -> 'int'"
+    assert bound.__name__ == "get"
+    assert bound.__qualname__.endswith("Repo.get")
+    assert callable(bound.__wrapped__)
 
 
 def test_cached_without_parentheses_is_a_clear_error(clock: FakeClock) -> None:

@@ -8,6 +8,7 @@ key build and one backend lookup.
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
@@ -126,6 +127,16 @@ class _BoundCached:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self._method._call(self._obj, *args, **kwargs)
+
+    @property
+    def __signature__(self) -> inspect.Signature:
+        # like a bound method: the function's signature without its first parameter
+        sig = inspect.signature(self._method._helpers.func)
+        return sig.replace(parameters=list(sig.parameters.values())[1:])
+
+    def __getattr__(self, name: str) -> Any:
+        # __name__, __qualname__, __wrapped__, ... of the decorated function
+        return getattr(self._method, name)
 
     def key(self, *args: Any, **kwargs: Any) -> str:
         """Return the cache key of a call with these arguments."""
