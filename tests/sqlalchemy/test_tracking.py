@@ -244,7 +244,7 @@ def test_replica_lag_read_your_write(
 def test_replica_lag_under_cache_aside_is_bounded_by_the_ttl(
     primary_and_replicas: tuple[Db, Db, Db], caches: Callable[..., ck.Cache]
 ) -> None:
-    """The documented limit: cache-aside invalidates, and the next miss reads the lagging replica."""
+    """The documented limit: cache-aside invalidates; the next miss reads the lagging replica."""
     primary, r1, _ = primary_and_replicas
     repo = CachedRepository(
         User, primary.Session, caches("memory"), policy=ck.CacheAside(), readers=[r1.Session]
