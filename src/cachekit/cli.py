@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
@@ -215,17 +216,42 @@ def _db_url(db: str | None, tmpdir: str) -> str:
     return db if "://" in db else "sqlite:///" + os.path.abspath(db)
 
 
-def _metrics_hooks(port: int) -> tuple[Callable[[Any], None], str]:
-    """Start the metrics server; return the per-cache registration hook and the URL."""
+class _Metrics:
+    """The Prometheus side of ``--metrics-port``: every cache registered, one HTTP server."""
+
+    def __init__(self, port: int) -> None:
+        try:
+            metrics = importlib.import_module("cachekit.metrics")
+        except (ImportError, CacheError) as exc:
+            raise CacheError(
+                f"--metrics-port needs cachekit.metrics and prometheus-client ({exc}); "
+                "install them with: pip install 'cachekit[prometheus]'"
+            ) from exc
+        self._metrics = metrics
+        self._server, _ = metrics.serve_metrics(port)
+        self.url = f"http://127.0.0.1:{port}/metrics"
+        self._caches: list[Any] = []
+
+    def register(self, cache: Any) -> None:
+        """Export ``cache``'s counters."""
+        self._metrics.register_prometheus(cache)
+        self._caches.append(cache)
+
+    def close(self) -> None:
+        """Stop serving and unregister every cache."""
+        self._server.shutdown()
+        self._server.server_close()
+        for cache in self._caches:
+            self._metrics.unregister_prometheus(cache)
+
+
+def _wait_for_interrupt() -> None:
+    """Block until Ctrl-C."""
     try:
-        from .metrics import register_prometheus, serve_metrics
-    except (ImportError, CacheError) as exc:
-        raise CacheError(
-            f"--metrics-port needs cachekit.metrics and prometheus-client ({exc}); "
-            "install them with: pip install 'cachekit[prometheus]'"
-        ) from exc
-    serve_metrics(port)
-    return register_prometheus, f"http://127.0.0.1:{port}/metrics"
+        while True:
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        pass
 
 
 def _run_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -253,10 +279,15 @@ def _run_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         err.write(f"cachekit demo: error: {exc}\n")
         return 1
 
-    register: Callable[[Any], None] | None = None
-    if args.metrics_port is not None:
-        register, url = _metrics_hooks(args.metrics_port)
-        err.write(f"serving Prometheus metrics at {url}\n")
+    metrics = _Metrics(args.metrics_port) if args.metrics_port is not None else None
+    if metrics is not None:
+        err.write(f"serving Prometheus metrics at {metrics.url}\n")
+    caches: list[Any] = []
+
+    def on_cache(cache: Any) -> None:
+        caches.append(cache)
+        if metrics is not None:
+            metrics.register(cache)
 
     scenarios: list[tuple[str, float | None]] = []
     for s in strategies:
@@ -269,90 +300,103 @@ def _run_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         zipf=args.zipf,
         seed=args.seed,
     )
-    simulated = urlsplit(args.cache_url).scheme.lower() == "memory"
-    tmpdir = tempfile.mkdtemp(prefix="cachekit-demo-")
-    caches: list[Any] = []
-
-    def on_cache(cache: Any) -> None:
-        caches.append(cache)
-        if register is not None:
-            register(cache)
-
     progress = Progress(len(ops) * len(scenarios), stream=err, enabled=not args.quiet)
+    tmpdir = tempfile.mkdtemp(prefix="cachekit-demo-")
     results = []
     try:
         with SqlUserStore(_db_url(args.db, tmpdir), args.rows, seed=args.seed) as store:
+            database = store.engine.dialect.name
             for strategy, ttl in scenarios:
                 progress.label = (
                     strategy if strategy == "none" else f"{strategy} ttl={_fmt_ttl(ttl)}"
                 )
-                results.append(
-                    run_scenario(
-                        ops,
-                        store,
-                        strategy=strategy,
-                        ttl=ttl,
-                        cache_url=args.cache_url,
-                        ops_per_second=args.ops_per_second,
-                        progress=progress.update,
-                        on_cache=on_cache,
-                    )
+                result = run_scenario(
+                    ops,
+                    store,
+                    strategy=strategy,
+                    ttl=ttl,
+                    cache_url=args.cache_url,
+                    ops_per_second=args.ops_per_second,
+                    progress=progress.update,
+                    on_cache=on_cache,
                 )
+                results.append(result)
+        progress.close()
+        reading = summarize(results)
+        if args.json:
+            out.write(json.dumps(_json_doc(args, strategies, ttls, results, reading), indent=2))
+            out.write("\n")
+        else:
+            out.write(_text_report(args, database, results, reading))
+        out.flush()
+        if metrics is not None:
+            err.write(f"run finished; still serving metrics at {metrics.url} (Ctrl-C to stop)\n")
+            _wait_for_interrupt()
     finally:
         progress.close()
         shutil.rmtree(tmpdir, ignore_errors=True)
-
-    reading = summarize(results)
-    sim_seconds = len(ops) / args.ops_per_second
-    if args.json:
-        doc = {
-            "command": "demo",
-            "config": {k: v for k, v in vars(args).items() if k not in ("command", "json")}
-            | {"strategies": strategies, "ttl": ttls},
-            "clock": {
-                "simulated": simulated,
-                "ops_per_second": args.ops_per_second,
-                "simulated_seconds_per_run": sim_seconds,
-            },
-            "results": [r.as_dict() for r in results],
-            "reading": reading,
-        }
-        out.write(json.dumps(doc, indent=2) + "\n")
-    else:
-        writes = results[0].writes + results[0].bypass_writes if results else 0
-        out.write(
-            f"cachekit demo: {args.ops:,} ops on {args.rows:,} users (SQLite), Zipf skew "
-            f"{args.zipf:g}, {args.write_ratio:.0%} writes ({writes:,}), "
-            f"{args.bypass_writes:.0%} of them bypassing the cache, seed {args.seed}\n"
-        )
-        if simulated:
-            out.write(
-                f"clock: simulated, {args.ops_per_second:g} ops/s -> {sim_seconds:g} s per run; "
-                "TTLs are simulated seconds, latencies are real\n\n"
-            )
-        else:
-            out.write(
-                f"clock: {args.cache_url} expires entries in real time; this run takes seconds, "
-                "so long TTLs never expire here\n\n"
-            )
-        out.write(render_table(results) + "\n\n")
-        out.write(
-            "stale read = a read that returned another version than the database's committed "
-            "one at that moment\n"
-        )
-        out.write(f"reading: {reading}\n")
-    out.flush()
-
-    if register is not None:
-        err.write(f"run finished; still serving metrics at {url} (Ctrl-C to stop)\n")
-        try:
-            while True:
-                time.sleep(1.0)
-        except KeyboardInterrupt:
-            pass
-    for cache in caches:
-        cache.close()
+        if metrics is not None:
+            metrics.close()
+        for cache in caches:
+            cache.close()
     return 0
+
+
+def _simulated(args: argparse.Namespace) -> bool:
+    return urlsplit(str(args.cache_url)).scheme.lower() == "memory"
+
+
+def _json_doc(
+    args: argparse.Namespace,
+    strategies: list[str],
+    ttls: list[float | None],
+    results: Sequence[Any],
+    reading: str,
+) -> dict[str, Any]:
+    config = {k: v for k, v in vars(args).items() if k not in ("command", "json", "quiet")}
+    config.update(strategies=strategies, ttl=ttls)
+    return {
+        "command": "demo",
+        "config": config,
+        "clock": {
+            "simulated": _simulated(args),
+            "ops_per_second": args.ops_per_second,
+            "simulated_seconds_per_run": args.ops / args.ops_per_second,
+        },
+        "results": [r.as_dict() for r in results],
+        "reading": reading,
+    }
+
+
+def _text_report(
+    args: argparse.Namespace, database: str, results: Sequence[Any], reading: str
+) -> str:
+    writes = results[0].writes + results[0].bypass_writes if results else 0
+    lines = [
+        f"cachekit demo: {args.ops:,} ops on {args.rows:,} users ({database}), Zipf skew "
+        f"{args.zipf:g}, {args.write_ratio:.0%} writes ({writes:,}), "
+        f"{args.bypass_writes:.0%} of them bypassing the cache, seed {args.seed}",
+    ]
+    if _simulated(args):
+        lines.append(
+            f"clock: simulated, {args.ops_per_second:g} ops/s -> "
+            f"{args.ops / args.ops_per_second:g} s per run; TTLs are simulated seconds, "
+            "latencies are real"
+        )
+    else:
+        lines.append(
+            f"clock: {args.cache_url} expires entries in real time; this run takes seconds, "
+            "so long TTLs never expire here"
+        )
+    lines += [
+        "",
+        render_table(results),
+        "",
+        "stale read = a read that returned another version than the database's committed "
+        "one at that moment",
+        f"reading: {reading}",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
