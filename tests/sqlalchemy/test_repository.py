@@ -39,7 +39,7 @@ def columns(obj: Any) -> dict[str, Any]:
     return {a.key: getattr(obj, a.key) for a in sa.inspect(type(obj)).column_attrs}
 
 
-@pytest.mark.parametrize("cache_kind", ["memory", "memory-json", "redis"])
+@pytest.mark.parametrize("cache_kind", ["memory", "memory-json", "redis", "memcached"])
 @pytest.mark.parametrize("values", [FULL, {}], ids=["values", "nulls"])
 def test_codec_round_trip_every_type(
     db: Db, caches: Callable[..., ck.Cache], cache_kind: str, values: dict[str, Any]
