@@ -467,12 +467,6 @@ def test_strict_mode_raises(flaky: FlakyBackend, clock: FakeClock) -> None:
         cache.set("other", 1)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cache.py: in strict mode, get() of a key whose invalidation is pending "
-    "(_lookup_slow's pending branch) returns a miss instead of raising "
-    "BackendUnavailableError while the backend is down",
-)
 def test_strict_mode_raises_for_a_key_with_a_pending_invalidation(
     flaky: FlakyBackend, clock: FakeClock
 ) -> None:
@@ -519,12 +513,6 @@ def test_invalidation_replayed_after_the_breaker_opened(
     assert flaky.inner.get(full) is MISSING
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cache.py: _lookup_slow replays pending invalidations after breaker.allow() "
-    "granted the half-open probe, but never records the probe's success, so the breaker "
-    "stays half-open (probing) forever and skips the backend after recovery",
-)
 def test_breaker_closes_after_replaying_pending_invalidations(clock: FakeClock) -> None:
     # local backend: no namespace re-check that would close the breaker by accident
     flaky = FlakyBackend(clock)
@@ -561,16 +549,7 @@ def test_a_write_during_the_outage_does_not_resurrect_the_old_value(
     "kind",
     [
         "local",
-        pytest.param(
-            "remote",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="cache.py: after recovery _refresh_namespace re-reads the OLD namespace "
-                "version (the bump failed), adopts it and calls breaker.record_success(); "
-                "_lookup_slow then sees no failures and no pending keys, so _backend_ok() "
-                "never replays _pending_overflow and the cleared entries are served again",
-            ),
-        ),
+        "remote",
     ],
 )
 def test_clear_during_outage_is_not_lost(kind: str, clock: FakeClock) -> None:
@@ -588,11 +567,6 @@ def test_clear_during_outage_is_not_lost(kind: str, clock: FakeClock) -> None:
     assert other.get("k") is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cache.py: get_many dedups keys into a dict of full keys but counts misses as "
-    "len(keys) - len(out), so a key asked twice that is cached counts 1 hit + 1 miss",
-)
 def test_get_many_with_a_repeated_key_counts_no_miss_for_a_cached_key(clock: FakeClock) -> None:
     cache = make_cache(clock)
     cache.set("a", 1)

@@ -246,6 +246,20 @@ class Cache:
             return
         if self.breaker.failures:
             self.breaker.record_success()  # we may have been the half-open probe
+        if self._pending_overflow:
+            # A clear() (or too many invalidations) could not reach the server: the
+            # version there is the old one. Deliver the clear now instead of adopting it.
+            version = secrets.token_hex(4)
+            try:
+                self.backend.set(self._version_key, version.encode(), None)
+            except Exception as exc:
+                self._backend_error("namespace", exc, raise_strict=False)
+                return
+            cell.adopt(version)
+            with self._pending_lock:
+                self._pending_overflow = False
+                self._pending.clear()
+            return
         version = raw.decode() if isinstance(raw, (bytes, bytearray)) else str(raw)
         if version != cell.version:
             cell.adopt(version)
@@ -343,6 +357,8 @@ class Cache:
             self._replay_after = self._timer() + REPLAY_BACKOFF
             self._backend_error("replay", exc, raise_strict=False)
             return
+        if self.breaker.failures:
+            self.breaker.record_success()  # the replay may have been the half-open probe
         with self._pending_lock:
             for k in keys:
                 self._pending.pop(k, None)
@@ -420,10 +436,16 @@ class Cache:
     def _lookup_slow(self, full: str) -> Any:
         """``_lookup`` while the backend is failing or invalidations are pending."""
         if self._pending and full in self._pending:
-            self._miss()
             if self.breaker.allow():
                 self._replay_pending()
-            return MISSING
+            if full in self._pending:  # still undelivered: the server may hold a stale value
+                if not self.fail_open:
+                    raise BackendUnavailableError(
+                        f"get skipped: an invalidation of this key is pending for namespace "
+                        f"{self.namespace!r} until the backend answers"
+                    )
+                self._miss()
+                return MISSING
         if self.breaker.open_until and self._skip("get"):
             self._miss()
             return MISSING
@@ -456,7 +478,7 @@ class Cache:
 
     def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
         """Return ``{key: value}`` for the cached keys (one round trip on remote backends)."""
-        keys = [_checked(k) for k in keys]
+        keys = list(dict.fromkeys(_checked(k) for k in keys))  # a repeated key counts once
         fulls = {self._full(k): k for k in keys}
         if self._pending:
             for full in [f for f in fulls if f in self._pending]:

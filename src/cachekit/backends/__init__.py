@@ -17,8 +17,8 @@ from .base import MISSING, Backend, Missing
 
 __all__ = ["MISSING", "Backend", "Missing", "backend_from_url", "register_backend"]
 
-# scheme -> ("module:Class", extra that provides its driver)
-_REGISTRY: dict[str, tuple[str, str | None]] = {
+# scheme -> ("module:Class" or the class itself, extra that provides its driver)
+_REGISTRY: dict[str, tuple[str | type[Backend], str | None]] = {
     "memory": ("cachekit.backends.memory:MemoryBackend", None),
     "redis": ("cachekit.backends.redis:RedisBackend", "redis"),
     "rediss": ("cachekit.backends.redis:RedisBackend", "redis"),
@@ -31,8 +31,8 @@ _REGISTRY: dict[str, tuple[str, str | None]] = {
 
 def register_backend(scheme: str, target: str | type[Backend]) -> None:
     """Register a backend class (or its ``"module:Class"`` path) for a URL scheme."""
-    if isinstance(target, type):
-        target = f"{target.__module__}:{target.__qualname__}"
+    if isinstance(target, type) and not issubclass(target, Backend):
+        raise ConfigurationError(f"{target!r} is not a cachekit Backend")
     _REGISTRY[scheme.lower()] = (target, None)
 
 
@@ -47,6 +47,8 @@ def _resolve(scheme: str) -> type[Backend]:
         known = ", ".join(sorted(_REGISTRY))
         raise ConfigurationError(f"no cachekit backend for URL scheme {scheme!r} (known: {known})")
     target, extra = entry
+    if isinstance(target, type):
+        return target
     module_name, _, attr = target.partition(":")
     try:
         module = importlib.import_module(module_name)
@@ -55,7 +57,7 @@ def _resolve(scheme: str) -> type[Backend]:
         raise ConfigurationError(
             f"backend for {scheme}:// needs a driver that is not installed ({exc.name}){hint}"
         ) from exc
-    cls = getattr(module, attr)
+    cls = getattr(module, attr, None)
     if not (isinstance(cls, type) and issubclass(cls, Backend)):
         raise ConfigurationError(f"{target} is not a cachekit Backend")
     return cls
