@@ -186,3 +186,25 @@ def test_progress_bar_waits_for_the_first_second() -> None:
     bar.update(100)
     bar.close()
     assert tty.getvalue() == ""
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        pytest.param("redis", marks=pytest.mark.redis),
+        pytest.param("memcached", marks=pytest.mark.memcached),
+    ],
+)
+def test_demo_over_a_remote_backend(
+    capsys: pytest.CaptureFixture[str], request: pytest.FixtureRequest, kind: str
+) -> None:
+    url = request.getfixturevalue(f"{kind}_url")
+    code = cli.main([*TINY, "--json", "--ttl", "60", "--cache-url", url])
+    assert code == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["clock"]["simulated"] is False
+    cached = doc["results"][1:]
+    assert [r["label"] for r in cached] == ["cache-aside ttl=60s", "write-through ttl=60s"]
+    for r in cached:
+        assert r["cache_errors"] == 0  # rows round-trip through the JSON serializer
+        assert r["hit_ratio"] > 0.5 and r["db_queries"] < 400

@@ -396,6 +396,12 @@ def _text_report(
         "one at that moment",
         f"reading: {reading}",
     ]
+    errors = sum(r.cache_errors for r in results)
+    if errors:
+        lines.append(
+            f"warning: the cache reported {errors:,} errors during the runs (fail-open: those "
+            "calls went to the database); the log above says which"
+        )
     return "\n".join(lines) + "\n"
 
 

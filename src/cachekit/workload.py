@@ -237,6 +237,7 @@ class ScenarioResult:
     max_staleness_s: float
     evictions_capacity: int
     evictions_expired: int
+    cache_errors: int
     simulated_seconds: float
     wall_seconds: float
     latencies_us: list[float] = field(default_factory=list, repr=False)
@@ -362,6 +363,7 @@ def run_scenario(
         max_staleness_s=detector.max_staleness,
         evictions_capacity=stats.evictions_capacity if stats else 0,
         evictions_expired=stats.evictions_expired if stats else 0,
+        cache_errors=stats.errors if stats else 0,
         simulated_seconds=clock.now,
         wall_seconds=wall,
         latencies_us=lat_us,

@@ -40,6 +40,12 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _plain(row: sa.Row[Any]) -> dict[str, Any]:
+    # Column names are SQLAlchemy quoted_name (a str subclass); the JSON
+    # serializer of remote backends takes only exact str keys.
+    return {str(k): v for k, v in row._mapping.items()}
+
+
 class SqlUserStore:
     """Reads and writes ``users`` rows; counts every statement with ``before_cursor_execute``.
 
@@ -103,14 +109,13 @@ class SqlUserStore:
     def load(self, key: int) -> dict[str, Any] | None:
         """Return the committed row for ``key`` as a dict, or None."""
         row = self._conn.execute(self._select, {"uid": key}).first()
-        return None if row is None else dict(row._mapping)
+        return None if row is None else _plain(row)
 
     def save(self, key: int, value: int, now: float) -> dict[str, Any]:
         """Set ``score`` and bump ``version`` of ``key``; return the new row."""
         result = self._conn.execute(self._update, {"uid": key, "score": value, "now": now})
         if self._returning:
-            row = result.one()
-            return dict(row._mapping)
+            return _plain(result.one())
         new = self.load(key)
         if new is None:
             raise LookupError(f"no user {key}")
