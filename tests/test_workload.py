@@ -232,13 +232,6 @@ def test_percentile_is_nearest_rank() -> None:
 # ---------------------------------------------------------------- findings elsewhere
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="keys.ArgsKey.builder(): a key template binds every call with "
-    "inspect.Signature.bind + apply_defaults, even a positional call that supplies every "
-    "parameter; benchmarks/hot_path.py measures a templated hit at ~4x cachetools "
-    "(~3.8 us vs ~0.9 us for the default key). The workload's reads use key='user:{user_id}'.",
-)
 def test_templated_key_hit_does_not_bind_the_signature(monkeypatch: pytest.MonkeyPatch) -> None:
     import inspect
 
@@ -265,12 +258,6 @@ def test_templated_key_hit_does_not_bind_the_signature(monkeypatch: pytest.Monke
     assert calls == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="serializers._tag: dict keys must be exactly str (type(k) is str), so "
-    "dict(row._mapping) of a SQLAlchemy row (keys are quoted_name, a str subclass) raises "
-    "SerializationError on every remote backend; json.dumps itself encodes them as strings",
-)
 def test_json_serializer_takes_sqlalchemy_row_dicts(tmp_path: Path) -> None:
     import cachekit as ck
 

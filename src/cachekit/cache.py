@@ -202,6 +202,8 @@ class Cache:
             serializer = _serializer_from_name(query["serializer"], options.pop("pickle_key", None))
         names = ("fail_open", "breaker", "timer", "namespace_check_interval", "lease_ttl")
         cache_opts: dict[str, Any] = {k: options.pop(k) for k in names if k in options}
+        if "timer" in cache_opts and urlsplit(url).scheme.lower() == "memory":
+            options.setdefault("timer", cache_opts["timer"])  # expiry happens in the backend
         backend = backend_from_url(url, **options)
         return cls(
             backend,
@@ -210,6 +212,20 @@ class Cache:
             policy=policy,
             serializer=serializer,
             **cache_opts,
+        )
+
+    def child(self, namespace: str) -> Cache:
+        """Return a cache in another namespace sharing this one's backend, policy and breaker."""
+        return Cache(
+            self.backend,
+            namespace=namespace,
+            policy=self.policy,
+            serializer=self.serializer,
+            fail_open=self.fail_open,
+            breaker=self.breaker,
+            namespace_check_interval=self._check_interval,
+            lease_ttl=self.lease_ttl,
+            timer=self._timer,
         )
 
     def __repr__(self) -> str:

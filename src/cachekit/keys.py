@@ -131,7 +131,7 @@ class ArgsKey:
     out of the key.
     """
 
-    __slots__ = ("_fast_n", "_name", "_names", "_sig", "_skip", "_template")
+    __slots__ = ("_defaults", "_fast_n", "_kw_ok", "_name", "_names", "_sig", "_skip", "_template")
 
     def __init__(self, func: Callable[..., Any], template: str | None = None) -> None:
         self._sig = inspect.signature(func)
@@ -140,6 +140,10 @@ class ArgsKey:
         self._skip = 1 if params and params[0].name in ("self", "cls") else 0
         simple = all(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params)
         self._fast_n = len(params) if simple else -1
+        # Without positional-only parameters a call can be bound by hand (much cheaper
+        # than Signature.bind); anything unusual still goes through Signature.bind.
+        self._kw_ok = simple and all(p.kind is p.POSITIONAL_OR_KEYWORD for p in params)
+        self._defaults = tuple(p.default for p in params)
         self._name = f"{func.__module__}.{func.__qualname__}"
         self._template = template
         if template is not None:
@@ -176,15 +180,41 @@ class ArgsKey:
         """Return the key for a call with ``args`` and ``kwargs``."""
         return self.builder()(args, kwargs)
 
+    def values(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
+        """Return the call's argument values in parameter order, defaults applied."""
+        n = self._fast_n
+        if not kwargs and len(args) == n:
+            return args
+        if self._kw_ok and len(args) <= n:
+            out = list(args)
+            used = 0
+            empty = inspect.Parameter.empty
+            for i in range(len(args), n):
+                pname = self._names[i]
+                if pname in kwargs:
+                    out.append(kwargs[pname])
+                    used += 1
+                elif self._defaults[i] is not empty:
+                    out.append(self._defaults[i])
+                else:
+                    break  # a required argument is missing: let bind() say so
+            else:
+                if used == len(kwargs):  # no unknown or duplicated keyword
+                    return tuple(out)
+        return tuple(self.bind(args, kwargs).values())
+
     def builder(self) -> Callable[[tuple[Any, ...], dict[str, Any]], str]:
         """Return a fast function ``(args, kwargs) -> key`` for this signature."""
         name, skip, fast_n, scalars = self._name, self._skip, self._fast_n, _SCALARS
-        template, bind = self._template, self.bind
+        template, values, names = self._template, self.values, self._names
         if template is not None:
             fmt = template.format
+            bind = self.bind
 
             def templated(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
                 try:
+                    if fast_n >= 0:
+                        return fmt(**dict(zip(names, values(args, kwargs), strict=True)))
                     return fmt(**bind(args, kwargs))
                 except (AttributeError, LookupError) as exc:
                     raise InvalidKeyError(f"key template {template!r}: {exc}") from exc
@@ -199,7 +229,7 @@ class ArgsKey:
                     if type(a) in scalars:
                         return f"{name}({a!r},)"
                     return name + stable_repr(args)
-                return name + stable_repr(tuple(bind(args, kwargs).values()))
+                return name + stable_repr(values(args, kwargs))
 
             return build1
 
@@ -211,6 +241,6 @@ class ArgsKey:
                     if type(a) not in scalars:
                         return name + stable_repr(args)
                 return name + repr(args)
-            return name + stable_repr(tuple(bind(args, kwargs).values())[skip:])
+            return name + stable_repr(values(args, kwargs)[skip:])
 
         return build

@@ -73,7 +73,8 @@ def _tag(value: Any) -> tuple[Any, bool]:
             tagged |= tg
         return out, tagged
     if t is dict:
-        if all(type(k) is str for k in value) and _TAG not in value:
+        # str subclasses (e.g. SQLAlchemy's quoted_name in row mappings) are JSON keys too
+        if all(isinstance(k, str) for k in value) and _TAG not in value:
             d, tagged = {}, False
             for k, v in value.items():
                 d[k], tg = _tag(v)

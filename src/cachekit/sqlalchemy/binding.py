@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 import weakref
 from collections.abc import Iterable, Mapping
 from typing import Any, Generic, TypeVar
@@ -57,8 +56,8 @@ class ModelBinding(Generic[M]):
         table = mapper.local_table
         name = getattr(table, "fullname", None) or getattr(table, "name", model.__name__)
         self.parent = cache
-        self.rows = _child(cache, f"{cache.namespace}/{name}")
-        self.queries = _child(cache, f"{cache.namespace}/{name}/q")
+        self.rows = cache.child(f"{cache.namespace}/{name}")
+        self.queries = cache.child(f"{cache.namespace}/{name}/q")
         self.versioned = self.codec.version_key is not None
         # In-process write-through writes per key between commit and cache write; two at
         # once (no version column to order them) make both invalidate instead of set.
@@ -188,21 +187,6 @@ class ModelBinding(Generic[M]):
     def _newer_cached(self, current: Any, version: int) -> bool:
         cached = self.codec.version(current) if self.codec.is_state(current) else None
         return isinstance(cached, int) and cached >= version
-
-
-def _child(cache: Cache, namespace: str) -> Cache:
-    """Return a cache over ``cache``'s backend, serializer, breaker and policy in ``namespace``."""
-    return Cache(
-        cache.backend,
-        namespace=namespace,
-        policy=cache.policy,
-        serializer=cache.serializer,
-        fail_open=cache.fail_open,
-        breaker=cache.breaker,
-        namespace_check_interval=getattr(cache, "_check_interval", 1.0),
-        lease_ttl=cache.lease_ttl,
-        timer=getattr(cache, "_timer", time.monotonic),
-    )
 
 
 _BINDINGS: weakref.WeakKeyDictionary[Cache, dict[type[Any], ModelBinding[Any]]] = (
