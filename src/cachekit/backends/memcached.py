@@ -20,6 +20,7 @@ when an oversized ``set`` fails).
 
 from __future__ import annotations
 
+import collections
 import functools
 import logging
 import math
@@ -150,6 +151,42 @@ _INT_OPTIONS = ("max_value_size", "pool_size")
 _FLOAT_OPTIONS = ("timeout", "connect_timeout", "pool_idle_timeout", "node_cooldown")
 
 
+class _FastPooledClient(PooledClient):  # type: ignore[misc]
+    """A ``PooledClient`` whose ``get`` (the hot path) borrows a connection without a lock.
+
+    pymemcache's pool takes a lock and a context manager per call (~5 us, about a
+    fifth of a loopback hit); ``deque.pop``/``append`` are atomic, so reads use an
+    idle list of plain clients instead. Writes keep the regular pool.
+    """
+
+    _MAX_IDLE = 64
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._idle: collections.deque[Client] = collections.deque()
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        try:
+            client = self._idle.pop()
+        except IndexError:
+            client = self._create_client()
+        try:
+            value = client.get(key, default)
+        except BaseException:
+            client.close()  # a failed connection is never reused
+            raise
+        if len(self._idle) < self._MAX_IDLE:
+            self._idle.append(client)
+        else:
+            client.close()
+        return value
+
+    def close(self) -> None:
+        super().close()
+        while self._idle:
+            self._idle.pop().close()
+
+
 def _parse_query(query: dict[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name in _INT_OPTIONS + _FLOAT_OPTIONS + _BOOL_OPTIONS:
@@ -229,7 +266,7 @@ class MemcachedBackend(Backend):
                 "tls_context": tls_context,
             }
             if len(addresses) == 1:
-                self.client = PooledClient(addresses[0], **common)
+                self.client = _FastPooledClient(addresses[0], **common)
             else:
                 self.client = HashClient(addresses, use_pooling=True, **common)
 
