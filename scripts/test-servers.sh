@@ -68,6 +68,30 @@ start_postgres() {
     fi
 }
 
+port_busy() { (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null; }
+
+free_ports() {
+    # Our ports are dedicated to this suite: a server left there by an earlier run
+    # (killed shell, other checkout) is ours to stop, so no test reads its data.
+    local p
+    for p in $REDIS_PORT "${CLUSTER_PORTS[@]}"; do
+        if port_busy "$p"; then
+            say "stopping a leftover server on port $p"
+            redis-cli -p "$p" shutdown nosave >/dev/null 2>&1 || true
+        fi
+    done
+    for p in "${MC_PORTS[@]}"; do
+        if port_busy "$p"; then
+            say "stopping a leftover memcached on port $p"
+            pkill -f "memcached .*-p $p( |$)" 2>/dev/null || true
+        fi
+    done
+    for p in $REDIS_PORT "${CLUSTER_PORTS[@]}" "${MC_PORTS[@]}"; do
+        for _ in $(seq 50); do port_busy "$p" || break; sleep 0.1; done
+        if port_busy "$p"; then say "ERROR: port $p is in use by another program"; exit 1; fi
+    done
+}
+
 start() {
     need redis-server redis-server
     need redis-cli redis-tools
@@ -75,6 +99,7 @@ start() {
     need pg_isready postgresql-client
     need psql postgresql-client
     stop >/dev/null 2>&1 || true
+    free_ports
     mkdir -p "$RUN"
     start_redis $REDIS_PORT
     for p in "${CLUSTER_PORTS[@]}"; do
