@@ -40,10 +40,18 @@ servers-up:
 servers-down:
 	scripts/test-servers.sh stop
 
+## make bench: every benchmark script, same machine, one run (figures go to docs/benchmarks.md)
 bench: $(VENV)/.installed-dev
 	$(PY) -m pip install -q -e '.[bench]'
 	scripts/test-servers.sh start
-	$(PY) benchmarks/hot_path.py; rc=$$?; scripts/test-servers.sh stop; exit $$rc
+	set -e; trap 'scripts/test-servers.sh stop' EXIT; \
+	$(PY) benchmarks/hot_path.py --plot docs/img/hot_path.png; \
+	$(PY) benchmarks/backends.py; \
+	$(PY) benchmarks/repository.py; \
+	$(PY) benchmarks/metrics_overhead.py; \
+	$(PY) benchmarks/stampede.py; \
+	$(PY) benchmarks/outage.py; \
+	$(PY) benchmarks/zipf_peers.py
 
 clean:
 	rm -rf $(VENV) .test-servers .pytest_cache .mypy_cache .ruff_cache
