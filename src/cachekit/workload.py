@@ -19,6 +19,7 @@ import bisect
 import itertools
 import math
 import random
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -32,6 +33,7 @@ from .policies import NO_EXPIRY, TTL, CacheAside, Policy, WriteThrough
 __all__ = [
     "STRATEGIES",
     "Op",
+    "OpGenerator",
     "ScenarioResult",
     "SimClock",
     "StaleReadDetector",
@@ -90,6 +92,13 @@ class ZipfSampler:
         if shuffle:
             rng.shuffle(self._keys)
 
+    def with_rng(self, rng: random.Random) -> ZipfSampler:
+        """Return a sampler with the same keys and ranks that draws from ``rng`` (one per thread)."""
+        twin = ZipfSampler.__new__(ZipfSampler)
+        twin.n, twin.skew, twin._rng = self.n, self.skew, rng
+        twin._cum, twin._keys = self._cum, self._keys
+        return twin
+
     def sample(self) -> int:
         """Return one key."""
         i = bisect.bisect_left(self._cum, self._rng.random() * self._cum[-1])
@@ -106,6 +115,39 @@ class ZipfSampler:
     def expected_top_share(self, k: int) -> float:
         """Return the theoretical share of draws that fall on the ``k`` hottest keys."""
         return float(self._cum[min(k, self.n) - 1] / self._cum[-1])
+
+
+class OpGenerator:
+    """Turns Zipf-drawn keys into reads, writes and bypass writes, batch by batch.
+
+    A write is a ``bypass`` write (made around the cache, like another service
+    writing to the same database) with probability ``bypass_writes``.
+    """
+
+    def __init__(
+        self,
+        sampler: ZipfSampler,
+        rng: random.Random,
+        *,
+        write_ratio: float = 0.05,
+        bypass_writes: float = 0.5,
+    ) -> None:
+        if not 0.0 <= write_ratio <= 1.0 or not 0.0 <= bypass_writes <= 1.0:
+            raise ValueError("write_ratio and bypass_writes must be in [0, 1]")
+        self.sampler, self._rng = sampler, rng
+        self.write_ratio, self.bypass_writes = write_ratio, bypass_writes
+
+    def take(self, count: int) -> list[Op]:
+        """Return the next ``count`` operations."""
+        rng, write_ratio, bypass = self._rng, self.write_ratio, self.bypass_writes
+        out: list[Op] = []
+        for key in self.sampler.sample_many(count):
+            if rng.random() < write_ratio:
+                kind = BYPASS if rng.random() < bypass else WRITE
+                out.append(Op(kind, key, rng.randrange(1_000_000)))
+            else:
+                out.append(Op(READ, key))
+        return out
 
 
 def generate_ops(
@@ -125,57 +167,74 @@ def generate_ops(
     if not 0.0 <= write_ratio <= 1.0 or not 0.0 <= bypass_writes <= 1.0:
         raise ValueError("write_ratio and bypass_writes must be in [0, 1]")
     rng = random.Random(seed)
-    keys = ZipfSampler(rows, zipf, rng).sample_many(ops)
-    out: list[Op] = []
-    for key in keys:
-        if rng.random() < write_ratio:
-            kind = BYPASS if rng.random() < bypass_writes else WRITE
-            out.append(Op(kind, key, rng.randrange(1_000_000)))
-        else:
-            out.append(Op(READ, key))
-    return out
+    sampler = ZipfSampler(rows, zipf, rng)
+    return OpGenerator(sampler, rng, write_ratio=write_ratio, bypass_writes=bypass_writes).take(ops)
 
 
 class StaleReadDetector:
     """Compares each value read with the source's committed version at that moment.
 
-    The replayer reports every commit (``committed``) and every read
-    (``observe``); a read is stale when its version differs from the last
-    committed one. Staleness is the time since the returned version was
-    superseded. Exact for a single-threaded replay, where commits and reads
-    are ordered.
+    The replayer reports every finished write (``committed``) and every read
+    (``observe``). Versions only go up, so a write reported late (after a newer
+    one of the same key) changes nothing. Each report takes a sequence number
+    under a lock; a reader takes the current one (``mark``) before it starts.
+    A read is **stale** when the version it returned had already been
+    superseded by a write reported *before the read started* (``since``); a
+    write that overlaps the read may be ordered either way, so it never makes
+    the read stale. Staleness is the time from that supersession to the start
+    of the read. With ``since=None`` (one thread) the read starts "now".
     """
 
     def __init__(self, clock: Callable[[], float], initial_version: int = 0) -> None:
         self._clock = clock
         self._initial = initial_version
+        self._lock = threading.Lock()
+        self._seq = 0
         self._version: dict[int, int] = {}
-        self._superseded_at: dict[tuple[int, int], float] = {}
+        # (key, version) -> (sequence number, time) of the report that superseded it
+        self._superseded: dict[tuple[int, int], tuple[int, float]] = {}
+        self._counts_lock = threading.Lock()
         self.reads = 0
         self.stale = 0
         self.max_staleness = 0.0
 
     def committed(self, key: int, version: int) -> None:
-        """Record that ``version`` of ``key`` is now the committed one."""
-        old = self._version.get(key, self._initial)
-        if version != old:
-            self._superseded_at[(key, old)] = self._clock()
+        """Record that a write of ``version`` of ``key`` has finished (after its commit)."""
+        with self._lock:
+            self._seq += 1
+            old = self._version.get(key, self._initial)
+            if version <= old:
+                return  # an older write reported after a newer one
+            stamp = (self._seq, self._clock())
+            for v in range(old, version):
+                self._superseded.setdefault((key, v), stamp)
             self._version[key] = version
+
+    def mark(self) -> int:
+        """Return the sequence number a read starting now compares against."""
+        return self._seq
 
     def truth(self, key: int) -> int:
         """Return the committed version of ``key``."""
         return self._version.get(key, self._initial)
 
-    def observe(self, key: int, version: int) -> bool:
-        """Record a read that returned ``version``; return whether it was stale."""
-        self.reads += 1
-        if version == self._version.get(key, self._initial):
-            return False
-        self.stale += 1
-        since = self._superseded_at.get((key, version))
-        if since is not None:
-            self.max_staleness = max(self.max_staleness, self._clock() - since)
-        return True
+    def observe(
+        self, key: int, version: int, *, since: int | None = None, at: float | None = None
+    ) -> bool:
+        """Record a read that returned ``version``; return whether it was stale.
+
+        ``since`` is ``mark()`` and ``at`` the clock, both taken when the read started.
+        """
+        hit = self._superseded.get((key, version))
+        stale = hit is not None and hit[0] <= (self._seq if since is None else since)
+        with self._counts_lock:
+            self.reads += 1
+            if stale:
+                assert hit is not None
+                self.stale += 1
+                age = (self._clock() if at is None else at) - hit[1]
+                self.max_staleness = max(self.max_staleness, age)
+        return stale
 
 
 class Store(Protocol):
@@ -203,12 +262,16 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
 
 
 def make_cache(
-    url: str, strategy: str, ttl: float | None, clock: SimClock, namespace: str
+    url: str,
+    strategy: str,
+    ttl: float | None,
+    clock: Callable[[], float] | None,
+    namespace: str,
 ) -> Cache:
-    """Build the cache of one scenario: ``memory://`` runs on the simulated clock."""
+    """Build the cache of one scenario: ``memory://`` runs on ``clock`` (None: real time)."""
     ttl_obj = NO_EXPIRY if ttl is None else TTL(ttl)
     policy: Policy = WriteThrough(ttl_obj) if strategy == "write-through" else CacheAside(ttl_obj)
-    if urlsplit(url).scheme.lower() == "memory":
+    if clock is not None and urlsplit(url).scheme.lower() == "memory":
         # Cache.from_url gives timer= to the Cache only; expiry lives in the backend.
         backend = backend_from_url(url, timer=clock)
         cache = Cache(backend, namespace=namespace, policy=policy, timer=clock)

@@ -7,6 +7,7 @@ never imports this module.
 from __future__ import annotations
 
 import random
+import threading
 from typing import Any
 
 try:
@@ -19,10 +20,14 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 __all__ = ["SqlUserStore", "users_table"]
 
 
-def users_table(metadata: sa.MetaData) -> sa.Table:
-    """Define the ``users`` table: a few columns and a version counter bumped by each write."""
+def users_table(metadata: sa.MetaData, name: str = "users", payload: int = 0) -> sa.Table:
+    """Define the ``users`` table: a few columns and a version counter bumped by each write.
+
+    ``payload`` > 0 adds a ``payload`` column holding that many characters per row.
+    """
+    extra = [sa.Column("payload", sa.Text, nullable=False)] if payload > 0 else []
     return sa.Table(
-        "users",
+        name,
         metadata,
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
         sa.Column("name", sa.String(64), nullable=False),
@@ -30,6 +35,7 @@ def users_table(metadata: sa.MetaData) -> sa.Table:
         sa.Column("score", sa.Integer, nullable=False),
         sa.Column("version", sa.Integer, nullable=False),
         sa.Column("updated_at", sa.Float, nullable=False),
+        *extra,
     )
 
 
@@ -46,24 +52,42 @@ def _plain(row: sa.Row[Any]) -> dict[str, Any]:
     return {str(k): v for k, v in row._mapping.items()}
 
 
+def _payload(key: int, size: int) -> str:
+    stem = f"{key:x}-"
+    return (stem * (size // len(stem) + 1))[:size]
+
+
 class SqlUserStore:
     """Reads and writes ``users`` rows; counts every statement with ``before_cursor_execute``.
 
     Each statement commits on its own (autocommit), so a value read by any
-    connection after a write returns is the committed one.
+    connection after a write returns is the committed one. Each thread gets
+    its own connection (``release_thread`` returns it to the pool); ``table``
+    and ``payload`` name the table and size its payload column.
     """
 
-    def __init__(self, url: str, rows: int = 10_000, *, seed: int = 42) -> None:
-        self.url, self.rows, self.seed = url, rows, seed
-        self.engine = sa.create_engine(url)
+    def __init__(
+        self,
+        url: str,
+        rows: int = 10_000,
+        *,
+        seed: int = 42,
+        table: str = "users",
+        payload: int = 0,
+    ) -> None:
+        self.url, self.rows, self.seed, self.payload = url, rows, seed, payload
+        self.engine = sa.create_engine(url, pool_size=2, max_overflow=64)
         if self.engine.dialect.name == "sqlite":
             # Without this every autocommitted UPDATE waits for an fsync, and the
             # demo would measure the disk instead of the cache.
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
-        self.table = users_table(sa.MetaData())
+        self.table = users_table(sa.MetaData(), table, payload)
         self._reads = self._writes = 0
+        self._count_lock = threading.Lock()
+        self._local = threading.local()
         sa.event.listen(self.engine, "before_cursor_execute", self._count)
         self._conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        self._owner = threading.get_ident()
         t = self.table
         self._select = sa.select(t).where(t.c.id == sa.bindparam("uid"))
         update = (
@@ -79,10 +103,28 @@ class SqlUserStore:
         self._update = update.returning(*t.c) if self._returning else update
 
     def _count(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if statement.lstrip()[:6].upper() == "SELECT":
-            self._reads += 1
-        else:
-            self._writes += 1
+        read = statement.lstrip()[:6].upper() == "SELECT"
+        with self._count_lock:
+            if read:
+                self._reads += 1
+            else:
+                self._writes += 1
+
+    def _connection(self) -> sa.Connection:
+        if threading.get_ident() == self._owner:
+            return self._conn
+        conn: sa.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+            self._local.conn = conn
+        return conn
+
+    def release_thread(self) -> None:
+        """Return the calling thread's connection to the pool (call it before the thread ends)."""
+        conn: sa.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
 
     def reset(self) -> None:
         """(Re)create and seed the table, then zero the query counters."""
@@ -100,6 +142,7 @@ class SqlUserStore:
                     "score": rng.randrange(1_000_000),
                     "version": 0,
                     "updated_at": 0.0,
+                    **({"payload": _payload(i, self.payload)} if self.payload else {}),
                 }
                 for i in range(1, self.rows + 1)
             ],
@@ -108,12 +151,12 @@ class SqlUserStore:
 
     def load(self, key: int) -> dict[str, Any] | None:
         """Return the committed row for ``key`` as a dict, or None."""
-        row = self._conn.execute(self._select, {"uid": key}).first()
+        row = self._connection().execute(self._select, {"uid": key}).first()
         return None if row is None else _plain(row)
 
     def save(self, key: int, value: int, now: float) -> dict[str, Any]:
         """Set ``score`` and bump ``version`` of ``key``; return the new row."""
-        result = self._conn.execute(self._update, {"uid": key, "score": value, "now": now})
+        result = self._connection().execute(self._update, {"uid": key, "score": value, "now": now})
         if self._returning:
             return _plain(result.one())
         new = self.load(key)
@@ -124,6 +167,10 @@ class SqlUserStore:
     def query_counts(self) -> tuple[int, int]:
         """Return ``(reads, writes)`` sent to the database since the last reset."""
         return self._reads, self._writes
+
+    def drop(self) -> None:
+        """Drop the table (a shared database keeps no trace of the run)."""
+        self.table.drop(self._conn, checkfirst=True)
 
     def close(self) -> None:
         """Close the connection and dispose of the engine."""
