@@ -94,12 +94,30 @@ def _split(values: Sequence[str]) -> list[str]:
     return [v for item in values for v in item.split(",") if v]
 
 
-def add_workload_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the workload knobs shared by ``demo`` (and ``bench``) to ``parser``."""
+def add_workload_arguments(
+    parser: argparse.ArgumentParser,
+    *,
+    ops_default: int | None = 50_000,
+    ttl_default: Sequence[str] | None = DEFAULT_TTLS,
+    ttl_help: str = "one or more TTLs in (simulated) seconds, or 'none' (default: 10 60)",
+) -> None:
+    """Add the workload knobs shared by ``demo`` and ``bench`` to ``parser``."""
     from .workload import STRATEGIES
 
-    parser.add_argument("--rows", type=_positive_int, default=10_000, help="users to seed")
-    parser.add_argument("--ops", type=_positive_int, default=50_000, help="operations per run")
+    parser.add_argument(
+        "--rows",
+        "--keys",
+        dest="rows",
+        type=_positive_int,
+        default=10_000,
+        help="keys (users) to seed",
+    )
+    parser.add_argument(
+        "--ops",
+        type=_positive_int,
+        default=ops_default,
+        help="operations per run" + ("" if ops_default is None else f" (default {ops_default})"),
+    )
     parser.add_argument("--write-ratio", type=_fraction, default=0.05, help="share of writes")
     parser.add_argument(
         "--bypass-writes",
@@ -112,9 +130,9 @@ def add_workload_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--ttl",
         nargs="+",
-        default=list(DEFAULT_TTLS),
+        default=None if ttl_default is None else list(ttl_default),
         metavar="SECONDS",
-        help="one or more TTLs in (simulated) seconds, or 'none' (default: 10 60)",
+        help=ttl_help,
     )
     parser.add_argument(
         "--strategies",
@@ -154,6 +172,17 @@ def _build_parser() -> argparse.ArgumentParser:
         "bought: hit ratio, database queries, read latency, stale reads, evictions.",
     )
     add_workload_arguments(demo)
+    from .bench_cli import add_bench_arguments
+
+    bench = sub.add_parser(
+        "bench",
+        help="benchmark each strategy x TTL on your workload and recommend one",
+        description="Replay a Zipf (or recorded) read/write workload with several threads "
+        "against no cache, cache-aside and write-through at each TTL; measure hit ratio, "
+        "database reads and writes, read latency, throughput, stale reads and evictions; "
+        "recommend the combination with the most hits within a stale-read budget.",
+    )
+    add_bench_arguments(bench)
     demo.add_argument(
         "--metrics-port",
         type=int,
@@ -413,6 +442,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     try:
+        if args.command == "bench":
+            from .bench_cli import run_bench_command
+
+            return run_bench_command(args, sys.stdout, sys.stderr)
         return _run_demo(args, sys.stdout, sys.stderr)
     except CacheError as exc:
         sys.stderr.write(f"cachekit {args.command}: error: {exc}\n")

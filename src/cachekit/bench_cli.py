@@ -1,0 +1,207 @@
+"""The ``cachekit bench`` command: its options, and the run from options to table, JSON and plot."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+import uuid
+from typing import Any, TextIO
+
+from .cli import Progress, _db_url, _fraction, _positive_int, _split, _ttl, add_workload_arguments
+
+__all__ = ["REAL_DEFAULTS", "SIMULATED_DEFAULTS", "add_bench_arguments", "run_bench_command"]
+
+#: (duration s, TTLs) when neither --duration/--ops nor --ttl is given, per clock.
+REAL_DEFAULTS: tuple[float, tuple[str, ...]] = (4.0, ("0.5", "2"))
+SIMULATED_DEFAULTS: tuple[float, tuple[str, ...]] = (120.0, ("10", "60"))
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``bench`` options (the shared workload knobs and its own) to ``parser``."""
+    add_workload_arguments(
+        parser,
+        ops_default=None,
+        ttl_default=None,
+        ttl_help="one or more TTLs in seconds, or 'none' (default: 0.5 2 on the real clock, "
+        "10 60 on the simulated one)",
+    )
+    parser.add_argument(
+        "--duration",
+        type=_positive_float,
+        default=None,
+        metavar="SECONDS",
+        help="seconds per combination (default: 4 real; 120 simulated = ops / --ops-per-second); "
+        "--ops counts operations instead",
+    )
+    parser.add_argument("--threads", type=_positive_int, default=2, help="replay threads")
+    parser.add_argument(
+        "--value-size", type=_non_negative_int, default=100, help="payload bytes per row"
+    )
+    parser.add_argument(
+        "--simulated-clock",
+        action="store_true",
+        help="run the cache on a simulated clock (memory:// and one thread only): long TTLs "
+        "in seconds of wall time",
+    )
+    parser.add_argument(
+        "--workload",
+        metavar="FILE",
+        default=None,
+        help="replay a trace instead of the generator: CSV lines op,key[,ts] with op one of "
+        "read, write, bypass (see docs/bench.md)",
+    )
+    parser.add_argument("--plot", metavar="PNG", default=None, help="write a plot (matplotlib)")
+    parser.add_argument(
+        "--max-stale",
+        type=_fraction,
+        default=0.01,
+        help="stale-read budget of the recommendation, a share of reads (default 0.01)",
+    )
+
+
+def _config(args: argparse.Namespace) -> Any:
+    from .bench import BenchConfig
+
+    defaults = SIMULATED_DEFAULTS if args.simulated_clock else REAL_DEFAULTS
+    ttls = tuple(dict.fromkeys(_ttl(t) for t in _split(args.ttl or list(defaults[1]))))
+    duration = args.duration
+    if args.ops is None and duration is None:
+        duration = defaults[0]
+    if args.ops is not None and args.duration is not None:
+        raise ValueError("give --duration or --ops, not both")
+    return BenchConfig(
+        keys=args.rows,
+        zipf=args.zipf,
+        write_ratio=args.write_ratio,
+        bypass_writes=args.bypass_writes,
+        threads=args.threads,
+        duration=None if args.ops is not None else duration,
+        ops=args.ops,
+        value_size=args.value_size,
+        strategies=tuple(dict.fromkeys(_split(args.strategies))),
+        ttls=ttls,
+        cache_url=args.cache_url,
+        simulated=args.simulated_clock,
+        ops_per_second=args.ops_per_second,
+        seed=args.seed,
+        max_stale=args.max_stale,
+    )
+
+
+def run_bench_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """Run ``cachekit bench`` from parsed options; return the exit status."""
+    from . import bench_report
+    from .bench import TraceError, progress_total, read_trace, run_bench
+
+    try:
+        config = _config(args)
+        config.check()
+        trace = read_trace(args.workload) if args.workload is not None else None
+    except (argparse.ArgumentTypeError, TraceError, ValueError) as exc:
+        err.write(f"cachekit bench: error: {exc}\n")
+        return 2
+    if args.plot is not None:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            err.write(
+                "cachekit bench: error: --plot needs matplotlib: pip install 'cachekit[plot]'\n"
+            )
+            return 1
+    try:
+        from .workload_db import SqlUserStore
+    except ImportError as exc:
+        err.write(f"cachekit bench: error: {exc}\n")
+        return 1
+
+    rows = len(trace.names) if trace is not None else config.keys
+    progress = Progress(progress_total(config, trace), stream=err, enabled=not args.quiet)
+    caches: list[Any] = []
+    tmpdir = tempfile.mkdtemp(prefix="cachekit-bench-")
+    table = f"cachekit_bench_{uuid.uuid4().hex[:10]}"
+
+    def on_run(label: str) -> None:
+        progress.label = label
+
+    try:
+        store = SqlUserStore(
+            _db_url(args.db, tmpdir), rows, seed=config.seed, table=table, payload=config.value_size
+        )
+        try:
+            database = store.engine.dialect.name
+            results = run_bench(
+                store,
+                config,
+                trace=trace,
+                progress=progress.update,
+                on_run=on_run,
+                on_cache=caches.append,
+            )
+        finally:
+            store.drop()
+            store.close()
+        progress.close()
+        reading = bench_report.recommend(results, config.max_stale)
+        header = bench_report.describe_run(config, trace, database)
+        if args.plot is not None:
+            bench_report.plot(results, args.plot, " ".join(header[:2]))
+        if args.json:
+            doc = bench_report.json_document(
+                config, trace, database, results, reading, db=args.db, workload=args.workload
+            )
+            out.write(json.dumps(doc, indent=2) + "\n")
+        else:
+            out.write(_text(header, results, reading, config.max_stale, args.plot))
+        out.flush()
+    finally:
+        progress.close()
+        shutil.rmtree(tmpdir, ignore_errors=True)
+        for cache in caches:
+            cache.close()
+    return 0
+
+
+def _text(
+    header: list[str], results: Any, reading: str, max_stale: float, plot_path: str | None
+) -> str:
+    from .bench_report import render_bench_table
+
+    lines = [
+        *header,
+        "",
+        render_bench_table(results),
+        "",
+        "hit ratio = cache hits / lookups (cache.stats()); DB reads/writes = statements sent "
+        "to the database; p50/p95/p99 = read latency over every read of the run; ops/s = all "
+        "operations / wall time; evictions = capacity + expiry, where the backend can tell",
+        "stale read = a read that returned a version of the row already superseded by a "
+        "write that had finished before the read started; max stale s = the longest such "
+        "gap (see docs/bench.md)",
+        "",
+        f"recommendation (stale budget {max_stale:.1%}): {reading}",
+    ]
+    errors = sum(r.cache_errors for r in results)
+    if errors:
+        lines.append(
+            f"warning: the cache reported {errors:,} errors during the runs (fail-open: those "
+            "calls went to the database)"
+        )
+    if plot_path is not None:
+        lines.append(f"plot written to {plot_path}")
+    return "\n".join(lines) + "\n"
