@@ -163,7 +163,14 @@ def run_bench_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int
             bench_report.plot(results, args.plot, " ".join(header[:2]))
         if args.json:
             doc = bench_report.json_document(
-                config, trace, database, results, reading, db=args.db, workload=args.workload
+                config,
+                trace,
+                database,
+                results,
+                reading,
+                db=args.db,
+                table=table,
+                workload=args.workload,
             )
             out.write(json.dumps(doc, indent=2) + "\n")
         else:
