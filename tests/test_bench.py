@@ -230,7 +230,8 @@ def test_recommendation_maximises_hits_within_the_stale_budget() -> None:
     assert pick(results, 0.01) is results[3]
     text = recommend(results, 0.01)
     assert text.startswith("Recommended: write-through with TTL 300s: 97.0% hits, 0 stale reads")
-    assert "Over the budget: cache-aside ttl=300s" in text
+    assert "Next best: cache-aside with TTL 300s: 95.0% hits, 3.0% stale reads" in text
+    assert "(over the budget)" in text
     assert "saves 97% of database reads" in text
     # a looser budget does not change the winner; a tighter one rules out all but write-through
     assert pick(results, 0.05) is results[3]

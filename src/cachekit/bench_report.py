@@ -109,13 +109,13 @@ def recommend(results: Sequence[BenchResult], max_stale: float) -> str:
         return text + "."
     text = f"Recommended: {_describe(best)}; it has the most hits within {budget}"
     others = [r for r in cached if r is not best]
-    if others:
-        rival = max(others, key=lambda r: (r.hit_ratio, -r.stale_ratio))
-        why = "over the budget" if rival.stale_ratio > max_stale else "fewer or tied hits"
+    rival = max(others, key=lambda r: (r.hit_ratio, -r.stale_ratio)) if others else None
+    if rival is not None:
+        why = "over the budget" if rival.stale_ratio > max_stale else "fewer hits, or more DB reads"
         text += f". Next best: {_describe(rival)} ({why})"
-    over = [r for r in cached if r.stale_ratio > max_stale]
-    if over and over != others[:1]:
-        text += f". Over the budget: {', '.join(r.label for r in over)}"
+    over = [r.label for r in others if r.stale_ratio > max_stale and r is not rival]
+    if over:
+        text += f". Also over the budget: {', '.join(over)}"
     if base is not None and base.db_reads_per_read > 0:
         saved = 1 - best.db_reads_per_read / base.db_reads_per_read
         text += (
