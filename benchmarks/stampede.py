@@ -364,7 +364,7 @@ def plot(rows: list[Row], path: str) -> None:
     import matplotlib.pyplot as plt
 
     measured = [r for r in rows if r.calls]
-    labels = [f"{r.library} {r.backend}\n{r.model.split(',')[0]}" for r in measured]
+    labels = [f"{r.library} {r.backend}\n{r.model.rsplit(', ', 1)[0]}" for r in measured]
     values = [statistics.median(r.calls) for r in measured]
     colors = ["tab:green" if r.library == "cachekit" else "tab:gray" for r in measured]
     fig, ax = plt.subplots(figsize=(9, 0.35 * len(measured) + 1.5))
