@@ -93,7 +93,7 @@ class ZipfSampler:
             rng.shuffle(self._keys)
 
     def with_rng(self, rng: random.Random) -> ZipfSampler:
-        """Return a sampler with the same keys and ranks that draws from ``rng`` (one per thread)."""
+        """Return a sampler with the same keys and ranks drawing from ``rng`` (one per thread)."""
         twin = ZipfSampler.__new__(ZipfSampler)
         twin.n, twin.skew, twin._rng = self.n, self.skew, rng
         twin._cum, twin._keys = self._cum, self._keys
