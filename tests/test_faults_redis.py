@@ -179,6 +179,30 @@ def test_stall_server_bounded_time_and_breaker_opens() -> None:
         _check_stalled(f"redis://127.0.0.1:{stall.port}/0")
 
 
+def test_stalled_server_misses_do_not_pay_a_timeout_per_lease() -> None:
+    # A miss takes a lease (SET NX) before loading; with the breaker open that write
+    # must be skipped too, or every miss waits out the socket timeout.
+    with StallServer() as stall:
+        cache = _cache(f"redis://127.0.0.1:{stall.port}/0")
+        calls: list[int] = []
+
+        @cache.cached()
+        def load(i: int) -> int:
+            calls.append(i)
+            return i * 2
+
+        try:
+            started = time.perf_counter()
+            assert [load(i) for i in range(50)] == [i * 2 for i in range(50)]
+            total = time.perf_counter() - started
+            assert len(calls) == 50  # every call fell through to the source
+            assert total < 2.0, total  # a few timeouts open the breaker; the rest are skipped
+            errors = cache.stats().errors_by_operation
+            assert errors.get("lease", 0) <= 2, errors
+        finally:
+            cache.close()
+
+
 def test_stalled_proxy_on_a_live_server(server: ServerProcess) -> None:
     with TcpProxy(server.port) as proxy:
         url = f"redis://127.0.0.1:{proxy.port}/0"

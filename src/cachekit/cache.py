@@ -687,9 +687,13 @@ class Cache:
         Returns the lease token, or ``None`` when this load must not be stored
         (someone else holds a lease or already stored a value, or the backend failed).
         """
+        if self.breaker.open_until and not self.breaker.allow():
+            return None  # the backend is being skipped: don't pay a timeout for a lease
         token = LEASE_MARK + secrets.token_hex(8).encode()
         try:
             if self.backend.add(full, token, self.lease_ttl):
+                if self.breaker.failures:
+                    self._backend_ok()  # the lease may have been the half-open probe
                 return token
             # Something is there. If it is a corrupt entry (not a lease, not decodable),
             # take its place, or the key would never be cached again until it expired.
