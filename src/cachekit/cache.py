@@ -57,7 +57,8 @@ class _Flight:
     __slots__ = ("error", "event", "invalidated", "value")
 
     def __init__(self) -> None:
-        self.event = threading.Event()
+        # created by the first waiter (under the flights lock): most loads have none
+        self.event: threading.Event | None = None
         self.value: Any = None
         self.error: BaseException | None = None
         self.invalidated = False
@@ -665,6 +666,8 @@ class Cache:
         with self._flights_lock:
             flight = self._flights.get(full)
             if flight is not None:
+                if flight.event is None:
+                    flight.event = threading.Event()
                 return flight, False
             flight = self._flights[full] = _Flight()
             return flight, True
@@ -672,10 +675,13 @@ class Cache:
     def _land(self, full: str, flight: _Flight) -> None:
         with self._flights_lock:
             del self._flights[full]
-        flight.event.set()
+            event = flight.event  # no waiter can join once the flight is gone
+        if event is not None:
+            event.set()
 
     def _wait(self, flight: _Flight) -> Any:
         self._c_coalesced.incr()
+        assert flight.event is not None  # set by _join for every waiter
         flight.event.wait()
         if flight.error is not None:
             raise flight.error
