@@ -169,3 +169,61 @@ def test_without_a_concurrent_write_the_loaded_value_is_stored() -> None:
     cache = ck.Cache(ck.MemoryBackend(), namespace="sf-plain")
     _load_while(cache, lambda: None)
     assert cache.get("k") == "loaded (stale)"
+
+
+# ---------------------------------------------------------------- races with writers
+
+
+@pytest.mark.parametrize("remote", [False, True], ids=["memory", "memory-as-remote"])
+def test_a_caller_arriving_after_a_write_does_not_wait_for_the_voided_load(remote: bool) -> None:
+    class Backend(ck.MemoryBackend):
+        local = not remote  # as remote: leases and JSON instead of in-process objects
+
+    cache = ck.Cache(Backend(), namespace="race", ttl=60)
+    in_loader, release = threading.Event(), threading.Event()
+
+    def slow_old() -> str:
+        in_loader.set()
+        assert release.wait(WAIT)
+        return "old"  # read from the source before the write below committed
+
+    first = threading.Thread(target=lambda: cache.get_or_load("k", slow_old))
+    first.start()
+    try:
+        assert in_loader.wait(WAIT)
+        cache.delete("k")  # a write committed and invalidated the key meanwhile
+        # A reader that starts now must see the write: it loads afresh, and must not
+        # be handed the voided load's value (it would block on it, then get "old").
+        assert cache.get_or_load("k", lambda: "new") == "new"
+        assert cache.get("k") == "new"
+    finally:
+        release.set()
+        first.join(WAIT)
+    assert cache.get("k") == "new"  # the voided load stored nothing over it
+
+
+@pytest.mark.parametrize("policy", [ck.WriteThrough(), ck.CacheAside()], ids=["wt", "ca"])
+def test_overlapping_writers_leave_no_older_value_behind(policy: ck.Policy) -> None:
+    cache = ck.Cache(ck.MemoryBackend(), namespace="writers", policy=policy.with_ttl(60))
+    in_write, release = threading.Event(), threading.Event()
+
+    @cache.writes(key="user:{uid}")
+    def save(uid: int, name: str, slow: bool = False) -> str:
+        if slow:
+            in_write.set()
+            assert release.wait(WAIT)
+        return name
+
+    # A writes first but its cache update comes last: storing A would keep the older value
+    slow_writer = threading.Thread(target=lambda: save(1, "A", slow=True))
+    slow_writer.start()
+    try:
+        assert in_write.wait(WAIT)
+        assert save(1, "B") == "B"
+        assert cache.get("user:1") is None  # overlapped: invalidated, not stored
+    finally:
+        release.set()
+        slow_writer.join(WAIT)
+    assert cache.get("user:1") is None  # A did not store its possibly older value
+    assert save(1, "C") == "C"  # no overlap: stored (write-through) or invalidated
+    assert cache.get("user:1") == ("C" if policy.stores_on_write else None)

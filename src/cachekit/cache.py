@@ -64,16 +64,36 @@ class _Flight:
         self.invalidated = False
 
 
+class _Write:
+    """One write in progress; ``conflict`` is set when another write to its key overlaps."""
+
+    __slots__ = ("conflict",)
+
+    def __init__(self) -> None:
+        self.conflict = False
+
+
 class _Namespace:
     """The current key prefix of a namespace, shared by caches over one backend."""
 
-    __slots__ = ("check_at", "flights", "flights_lock", "lock", "name", "prefix", "version")
+    __slots__ = (
+        "check_at",
+        "flights",
+        "flights_lock",
+        "lock",
+        "name",
+        "prefix",
+        "version",
+        "writes",
+    )
 
     def __init__(self, name: str) -> None:
         self.name = name
         # in-progress loads, shared by every Cache over this backend and namespace
         self.flights: dict[str, _Flight] = {}
         self.flights_lock = threading.Lock()
+        # writes in progress per key (guarded by flights_lock), to spot overlapping writers
+        self.writes: dict[str, list[_Write]] = {}
         self.version = ""
         self.prefix = ""
         self.check_at = 0.0
@@ -665,7 +685,9 @@ class Cache:
         """Return the flight for ``full`` and whether this caller leads it."""
         with self._flights_lock:
             flight = self._flights.get(full)
-            if flight is not None:
+            # A load that a write has voided may return a value older than that write:
+            # a caller arriving now must not wait for it, but start a fresh load.
+            if flight is not None and not flight.invalidated:
                 if flight.event is None:
                     flight.event = threading.Event()
                 return flight, False
@@ -674,7 +696,8 @@ class Cache:
 
     def _land(self, full: str, flight: _Flight) -> None:
         with self._flights_lock:
-            del self._flights[full]
+            if self._flights.get(full) is flight:  # a fresh load may have replaced ours
+                del self._flights[full]
             event = flight.event  # no waiter can join once the flight is gone
         if event is not None:
             event.set()
@@ -847,6 +870,45 @@ class Cache:
     def refresh(self, key: str, loader: Callable[[], T], ttl: LoadTTL = None) -> T:
         """Run ``loader`` now and store its result, whatever is cached."""
         return self._load(self._full(_checked(key)), loader, ttl, guard=False)
+
+    def write(self, key: str, writer: Callable[[], T], ttl: TTLLike = None) -> T:
+        """Run ``writer`` (a write to the source); then store its result or invalidate ``key``.
+
+        Write-through stores the result, cache-aside invalidates. If ``writer``
+        raises, the cache is not touched. When two writes to the same key overlap
+        in this process, their order at the source is unknown, so the key is
+        invalidated instead of storing a value that may be the older one.
+        """
+        full = self._full(_checked(key))
+        mine = _Write()
+        with self._flights_lock:
+            active = self._ns.writes.setdefault(full, [])
+            if active:
+                mine.conflict = True
+                for other in active:
+                    other.conflict = True
+            active.append(mine)
+        try:
+            result = writer()
+            if self.policy.stores_on_write and not mine.conflict:
+                try:
+                    self.set(key, result, ttl)
+                except (SerializationError, ValueTooLargeError) as exc:
+                    # the source already changed: never leave the old value behind
+                    self._error_counter("encode").incr()
+                    log.warning("cachekit: written value for %r not cached: %s", key, exc)
+                    self.delete(key)
+                if mine.conflict:  # a write overlapped ours while we stored: undo
+                    self.delete(key)
+            else:
+                self.delete(key)
+            return result
+        finally:
+            with self._flights_lock:
+                active = self._ns.writes[full]
+                active.remove(mine)
+                if not active:
+                    del self._ns.writes[full]
 
     # ------------------------------------------------------------ decorators
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
 from .backends.base import MISSING
-from .errors import ConfigurationError, SerializationError, ValueTooLargeError
+from .errors import ConfigurationError
 from .keys import ArgsKey, validate_key
 from .policies import DEFAULT_TTL, TTLLike, as_ttl
 
@@ -215,18 +215,7 @@ def writes(
         @functools.wraps(func)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
             k = key_of(args, kwargs)  # an unkeyable call fails before the write happens
-            result = func(*args, **kwargs)
-            if cache.policy.stores_on_write:
-                try:
-                    cache.set(k, result, ttl)
-                except (SerializationError, ValueTooLargeError) as exc:
-                    # the source already changed: never leave the old value behind
-                    cache._error_counter("encode").incr()
-                    log.warning("cachekit: written value for %r not cached: %s", k, exc)
-                    cache.delete(k)
-            else:
-                cache.delete(k)
-            return result
+            return cache.write(k, lambda: func(*args, **kwargs), ttl)
 
         return wrapper
 
