@@ -56,6 +56,8 @@ class Backend(abc.ABC):
     local: ClassVar[bool] = False
     #: Largest encoded value the backend holds, in bytes; ``None`` for no limit.
     max_value_size: int | None = None
+    #: Where the server is (a URL, credentials removed by readers); ``None`` if unknown.
+    server_address: str | None = None
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> Backend:

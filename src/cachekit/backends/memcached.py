@@ -290,6 +290,7 @@ class MemcachedBackend(Backend):
             if not prefix
             else functools.partial(encode_key, max_length=MAX_KEY_BYTES - prefix, ascii_only=True)
         )
+        self.server_address = "memcached://" + ",".join(self._nodes)
         self._single: Any = None if self._hasher is not None else self.client
         self._single_name = next(iter(self._nodes))
         # node name -> monotonic time until which it is skipped (pools only)

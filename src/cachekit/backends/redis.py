@@ -122,6 +122,11 @@ def _unsplit(parts: Any) -> str:
     return f"{parts.scheme}://{parts.netloc}{parts.path}"
 
 
+def _public(parts: Any) -> str:
+    """The URL without credentials, query or fragment (safe to log and to label metrics)."""
+    return f"{parts.scheme}://{parts.netloc.rsplit('@', 1)[-1]}{parts.path}"
+
+
 def _positive(name: str, value: Any) -> float:
     try:
         seconds = float(value)
@@ -409,6 +414,7 @@ class RedisBackend(_RedisCommon):
         if max_connections is not None:
             kwargs["max_connections"] = int(max_connections)
         clean = _unsplit(parts)
+        self.server_address = _public(parts)
         key = _pool_key("redis", clean, {**kwargs, "retries": retries})
 
         def build() -> redis.ConnectionPool:
@@ -552,6 +558,7 @@ class RedisClusterBackend(_RedisCommon):
             raise ConfigurationError(f"unknown Redis Cluster options: {names}")
         if retries < 0:
             raise ConfigurationError("retries must be >= 0")
+        self.server_address = _public(parts)
         nodes, username, password = _cluster_nodes(parts.netloc)
         kwargs: dict[str, Any] = {
             "socket_timeout": _positive("socket_timeout", socket_timeout),
