@@ -51,7 +51,10 @@ bench: $(VENV)/.installed-dev
 	$(PY) benchmarks/metrics_overhead.py; \
 	$(PY) benchmarks/stampede.py; \
 	$(PY) benchmarks/outage.py; \
-	$(PY) benchmarks/zipf_peers.py
+	$(PY) benchmarks/zipf_peers.py; \
+	$(PY) -m cachekit bench --plot docs/img/bench.png; \
+	$(PY) -m cachekit bench --simulated-clock --threads 1 --ttl 10 60 300 --bypass-writes 0.02 --duration 600; \
+	$(PY) -m cachekit bench --db postgresql+psycopg://postgres@127.0.0.1:5432/test --cache-url redis://127.0.0.1:16379/0
 
 clean:
 	rm -rf $(VENV) .test-servers .pytest_cache .mypy_cache .ruff_cache
