@@ -53,6 +53,8 @@ def test_demo_json_is_parseable_with_the_expected_fields(
         "cache-aside ttl=none",
         "write-through ttl=10s",
         "write-through ttl=none",
+        "repository ttl=10s",
+        "repository ttl=none",
     ]
     fields = {
         "strategy", "ttl", "hit_ratio", "db_queries", "db_reads", "db_writes", "p50_us",
@@ -71,7 +73,7 @@ def test_demo_json_is_parseable_with_the_expected_fields(
 def test_demo_without_bypass_writes_reads_nothing_stale(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main([*TINY, "--json", "--bypass-writes", "0", "--write-ratio", "0.2"]) == 0
     doc = json.loads(capsys.readouterr().out)
-    assert [r["stale_reads"] for r in doc["results"]] == [0] * 5
+    assert [r["stale_reads"] for r in doc["results"]] == [0] * 7  # none + 3 strategies x 2 TTLs
     assert "every write went through the cache" in doc["reading"]
 
 
@@ -204,7 +206,24 @@ def test_demo_over_a_remote_backend(
     doc = json.loads(capsys.readouterr().out)
     assert doc["clock"]["simulated"] is False
     cached = doc["results"][1:]
-    assert [r["label"] for r in cached] == ["cache-aside ttl=60s", "write-through ttl=60s"]
+    assert [r["label"] for r in cached] == [
+        "cache-aside ttl=60s",
+        "write-through ttl=60s",
+        "repository ttl=60s",
+    ]
     for r in cached:
         assert r["cache_errors"] == 0  # rows round-trip through the JSON serializer
         assert r["hit_ratio"] > 0.5 and r["db_queries"] < 400
+
+
+def test_demo_repository_row_matches_write_through(capsys: pytest.CaptureFixture[str]) -> None:
+    # The repository replays the same operations through CachedRepository: same hits and
+    # stale reads as the decorator's write-through, plus one SELECT per update (the ORM
+    # loads the row it changes).
+    code = cli.main([*TINY, "--json", "--ttl", "10", "--strategies", "write-through,repository"])
+    assert code == 0
+    wt, repo = json.loads(capsys.readouterr().out)["results"]
+    assert repo["strategy"] == "repository"
+    assert repo["hit_ratio"] == pytest.approx(wt["hit_ratio"], abs=0.01)
+    assert repo["stale_reads"] == wt["stale_reads"]
+    assert repo["db_reads"] >= wt["db_reads"]

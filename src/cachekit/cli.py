@@ -100,9 +100,12 @@ def add_workload_arguments(
     ops_default: int | None = 50_000,
     ttl_default: Sequence[str] | None = DEFAULT_TTLS,
     ttl_help: str = "one or more TTLs in (simulated) seconds, or 'none' (default: 10 60)",
+    strategies: Sequence[str] | None = None,
 ) -> None:
     """Add the workload knobs shared by ``demo`` and ``bench`` to ``parser``."""
     from .workload import STRATEGIES
+
+    STRATEGIES = tuple(strategies or STRATEGIES)
 
     parser.add_argument(
         "--rows",
@@ -171,7 +174,9 @@ def _build_parser() -> argparse.ArgumentParser:
         "with no cache, cache-aside and write-through at each TTL, and print what each "
         "bought: hit ratio, database queries, read latency, stale reads, evictions.",
     )
-    add_workload_arguments(demo)
+    from .workload import DEMO_STRATEGIES
+
+    add_workload_arguments(demo, strategies=DEMO_STRATEGIES)
     from .bench_cli import add_bench_arguments
 
     bench = sub.add_parser(
@@ -284,7 +289,8 @@ def _wait_for_interrupt() -> None:
 
 
 def _run_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from .workload import STRATEGIES, generate_ops, run_scenario, summarize
+    from .workload import DEMO_STRATEGIES as STRATEGIES
+    from .workload import generate_ops, run_scenario, summarize
 
     strategies = list(dict.fromkeys(_split(args.strategies)))
     unknown = [s for s in strategies if s not in STRATEGIES]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 import threading
+from collections.abc import Callable
 from typing import Any
 
 try:
@@ -163,6 +164,43 @@ class SqlUserStore:
         if new is None:
             raise LookupError(f"no user {key}")
         return new
+
+    def repository(
+        self, cache: Any, now: Callable[[], float]
+    ) -> tuple[Callable[[int], dict[str, Any] | None], Callable[[int, int], dict[str, Any]], Any]:
+        """Return ``(read, write, repository)`` going through a ``CachedRepository``.
+
+        The table is mapped to a fresh ORM class with ``version`` as its
+        ``version_id_col``, so the repository's write-through is version-guarded.
+        """
+        from sqlalchemy import orm
+
+        from .policies import WriteThrough
+        from .sqlalchemy import CachedRepository
+
+        class UserRow:
+            """A user row (mapped imperatively onto the demo's table)."""
+
+            id: int
+            score: int
+            version: int
+            updated_at: float
+
+        orm.registry().map_imperatively(UserRow, self.table, version_id_col=self.table.c.version)
+        sessions = orm.sessionmaker(self.engine, expire_on_commit=False)
+        repo = CachedRepository(UserRow, sessions, cache, policy=WriteThrough(cache.policy.ttl))
+
+        def read(user_id: int) -> dict[str, Any] | None:
+            row = repo.get(user_id)
+            return None if row is None else {"id": row.id, "version": row.version}
+
+        def write(user_id: int, value: int) -> dict[str, Any]:
+            row = repo.update(user_id, score=value, updated_at=now())
+            if row is None:
+                raise LookupError(f"no user {user_id}")
+            return {"id": row.id, "version": row.version}
+
+        return read, write, repo
 
     def query_counts(self) -> tuple[int, int]:
         """Return ``(reads, writes)`` sent to the database since the last reset."""
