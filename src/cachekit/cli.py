@@ -101,6 +101,7 @@ def add_workload_arguments(
     ttl_default: Sequence[str] | None = DEFAULT_TTLS,
     ttl_help: str = "one or more TTLs in (simulated) seconds, or 'none' (default: 10 60)",
     strategies: Sequence[str] | None = None,
+    bypass_default: float = 0.2,
 ) -> None:
     """Add the workload knobs shared by ``demo`` and ``bench`` to ``parser``."""
     from .workload import STRATEGIES
@@ -125,9 +126,9 @@ def add_workload_arguments(
     parser.add_argument(
         "--bypass-writes",
         type=_fraction,
-        default=0.2,
+        default=bypass_default,
         help="share of writes made around the cache, like another service writing the "
-        "database directly; they are what makes TTL staleness visible",
+        f"database directly; they are what makes TTL staleness visible (default {bypass_default})",
     )
     parser.add_argument("--zipf", type=float, default=1.0, help="Zipf skew (0 = uniform)")
     parser.add_argument(
