@@ -85,7 +85,7 @@ def b_cachekit_memory(src: Source, cap: int) -> tuple[Callable[[int], Any], str]
     import cachekit as ck
 
     cache = ck.Cache.from_url(f"memory://?maxsize={cap}", namespace="bench-zipf", ttl=300)
-    return cache.cached()(src.read), f"LRU {cap} (TLRUCache)"
+    return cache.cached()(src.read), f"LRU {cap} + TTL heap"
 
 
 def remote(url: str) -> Callable[[Source, int], tuple[Callable[[int], Any], str]]:

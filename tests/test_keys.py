@@ -462,3 +462,34 @@ def test_decorated_function_shares_one_entry_for_equivalent_calls() -> None:
     assert f(1, 2) == f(1, b=2) == f(a=1) == f(1) == 3
     assert calls == [(1, 2)]
     assert f.key(1, 2) == f.key(a=1)  # type: ignore[attr-defined]
+
+
+def test_compiled_templates_give_exactly_what_str_format_gives() -> None:
+    import datetime
+    import decimal
+    import random
+
+    from cachekit.keys import ArgsKey
+
+    def f(a: object, b: object = 2, c: object = "x") -> None: ...
+
+    templates = [
+        "{a}", "user:{a}", "{a}:{b}", "k{a}-{b}-{c}!", "{c}{a}", "plain", "{a}{a}", "x{{y}}{a}",
+    ]  # fmt: skip
+    values = [
+        0, -7, 3.5, True, None, "s p a c e", "ü", b"by", (1, 2), decimal.Decimal("1.10"),
+        datetime.date(2026, 11, 26),
+    ]  # fmt: skip
+    rng = random.Random(7)
+    for template in templates:
+        build = ArgsKey(f, template=template).builder()
+        for _ in range(60):
+            n = rng.randrange(1, 4)
+            args = tuple(rng.choice(values) for _ in range(n))
+            kwargs = {}
+            if n < 3 and rng.random() < 0.5:
+                kwargs["c"] = rng.choice(values)
+            full = (*args, *(2, "x")[len(args) - 1 :])  # defaults b=2, c="x" fill the rest
+            bound = dict(zip(("a", "b", "c"), full, strict=True))
+            bound.update(kwargs)
+            assert build(args, kwargs) == template.format(**bound), (template, args, kwargs)

@@ -203,11 +203,56 @@ class ArgsKey:
                     return tuple(out)
         return tuple(self.bind(args, kwargs).values())
 
+    def _simple_template(self) -> Callable[[tuple[Any, ...], dict[str, Any]], str] | None:
+        """A template of plain ``{name}`` fields, compiled to string joins (no ``str.format``)."""
+        import string
+
+        template, names, fast_n = self._template, self._names, self._fast_n
+        if template is None or fast_n < 0:
+            return None
+        # literals[k] precedes fields[k]; the last literal follows the last field
+        literals: list[str] = []
+        fields: list[int] = []
+        pending = ""  # parse() splits literal text at escaped braces: join it back up
+        for literal, field, spec, conversion in string.Formatter().parse(template):
+            pending += literal
+            if field is None:
+                continue
+            if spec or conversion or field not in names:
+                return None  # attribute/index access, format spec or !r: use str.format
+            literals.append(pending)
+            fields.append(names.index(field))
+            pending = ""
+        literals.append(pending)
+        values = self.values
+        if len(fields) == 1:
+            (i,), pre, post = fields, literals[0], literals[1]
+
+            def one(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+                if not kwargs and len(args) == fast_n:
+                    return f"{pre}{args[i]}{post}"
+                return f"{pre}{values(args, kwargs)[i]}{post}"
+
+            return one
+
+        def many(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+            vals = args if not kwargs and len(args) == fast_n else values(args, kwargs)
+            out = [literals[0]]
+            for i, lit in zip(fields, literals[1:], strict=True):
+                out.append(f"{vals[i]}")
+                out.append(lit)
+            return "".join(out)
+
+        return many
+
     def builder(self) -> Callable[[tuple[Any, ...], dict[str, Any]], str]:
         """Return a fast function ``(args, kwargs) -> key`` for this signature."""
         name, skip, fast_n, scalars = self._name, self._skip, self._fast_n, _SCALARS
         template, values, names = self._template, self.values, self._names
         if template is not None:
+            simple = self._simple_template()
+            if simple is not None:
+                return simple
             fmt = template.format
             bind = self.bind
 
