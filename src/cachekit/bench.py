@@ -42,6 +42,7 @@ from .workload import (
     ZipfSampler,
     make_cache,
     percentile,
+    result_fields,
 )
 
 __all__ = [
@@ -381,28 +382,20 @@ def run_combination(
             raise w.error
 
     stats = cache.stats() if cache is not None else None
-    db_reads, db_writes = store.query_counts()
     lat_us = sorted(x * 1e6 for w in workers for x in w.latencies)
     return BenchResult(
-        strategy=strategy,
-        ttl=ttl,
-        reads=len(lat_us),
-        writes=sum(w.writes for w in workers),
-        bypass_writes=sum(w.bypassed for w in workers),
-        hits=stats.hits if stats else 0,
-        misses=stats.misses if stats else 0,
-        db_reads=db_reads,
-        db_writes=db_writes,
-        p50_us=percentile(lat_us, 50),
-        p99_us=percentile(lat_us, 99),
-        stale_reads=detector.stale,
-        max_staleness_s=detector.max_staleness,
-        evictions_capacity=stats.evictions_capacity if stats else 0,
-        evictions_expired=stats.evictions_expired if stats else 0,
-        cache_errors=stats.errors if stats else 0,
-        simulated_seconds=sim.now if sim is not None else 0.0,
-        wall_seconds=wall,
-        latencies_us=lat_us,
+        **result_fields(
+            strategy,
+            ttl,
+            stats,
+            store,
+            detector,
+            lat_us,
+            sum(w.writes for w in workers),
+            sum(w.bypassed for w in workers),
+            sim.now if sim is not None else 0.0,
+            wall,
+        ),
         p95_us=percentile(lat_us, 95),
         threads=config.threads,
         clock=config.clock,

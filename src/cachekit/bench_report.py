@@ -57,17 +57,9 @@ def render_bench_table(results: Sequence[BenchResult]) -> str:
                 f"{r.evictions:,}" if cached else "-",
             )
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
-    lines = []
-    for n, row in enumerate(rows):
-        cells = [
-            c.ljust(w) if i < 2 else c.rjust(w)
-            for i, (c, w) in enumerate(zip(row, widths, strict=True))
-        ]
-        lines.append("  ".join(cells).rstrip())
-        if n == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    from .workload import format_table
+
+    return format_table(rows)
 
 
 def _describe(r: BenchResult) -> str:

@@ -40,9 +40,11 @@ __all__ = [
     "StaleReadDetector",
     "Store",
     "ZipfSampler",
+    "format_table",
     "generate_ops",
     "make_cache",
     "percentile",
+    "result_fields",
     "run_scenario",
     "summarize",
 ]
@@ -419,30 +421,65 @@ def run_scenario(
         progress(len(ops) % 1024)
 
     stats = (stats_of() if strategy == "repository" else cache.stats()) if cache else None
-    db_reads, db_writes = store.query_counts()
     latencies.sort()
     lat_us = [x * 1e6 for x in latencies]
     return ScenarioResult(
-        strategy=strategy,
-        ttl=ttl,
-        reads=len(latencies),
-        writes=writes,
-        bypass_writes=bypassed,
-        hits=stats.hits if stats else 0,
-        misses=stats.misses if stats else 0,
-        db_reads=db_reads,
-        db_writes=db_writes,
-        p50_us=percentile(lat_us, 50),
-        p99_us=percentile(lat_us, 99),
-        stale_reads=detector.stale,
-        max_staleness_s=detector.max_staleness,
-        evictions_capacity=stats.evictions_capacity if stats else 0,
-        evictions_expired=stats.evictions_expired if stats else 0,
-        cache_errors=stats.errors if stats else 0,
-        simulated_seconds=clock.now,
-        wall_seconds=wall,
-        latencies_us=lat_us,
+        **result_fields(
+            strategy, ttl, stats, store, detector, lat_us, writes, bypassed, clock.now, wall
+        )
     )
+
+
+def result_fields(
+    strategy: str,
+    ttl: float | None,
+    stats: Any,
+    store: Store,
+    detector: StaleReadDetector,
+    lat_us: list[float],
+    writes: int,
+    bypassed: int,
+    simulated_seconds: float,
+    wall_seconds: float,
+) -> dict[str, Any]:
+    """Return the ``ScenarioResult`` fields of one finished run (``lat_us`` sorted)."""
+    db_reads, db_writes = store.query_counts()
+    return {
+        "strategy": strategy,
+        "ttl": ttl,
+        "reads": len(lat_us),
+        "writes": writes,
+        "bypass_writes": bypassed,
+        "hits": stats.hits if stats else 0,
+        "misses": stats.misses if stats else 0,
+        "db_reads": db_reads,
+        "db_writes": db_writes,
+        "p50_us": percentile(lat_us, 50),
+        "p99_us": percentile(lat_us, 99),
+        "stale_reads": detector.stale,
+        "max_staleness_s": detector.max_staleness,
+        "evictions_capacity": stats.evictions_capacity if stats else 0,
+        "evictions_expired": stats.evictions_expired if stats else 0,
+        "cache_errors": stats.errors if stats else 0,
+        "simulated_seconds": simulated_seconds,
+        "wall_seconds": wall_seconds,
+        "latencies_us": lat_us,
+    }
+
+
+def format_table(rows: Sequence[Sequence[str]]) -> str:
+    """Align ``rows`` (the first is the header) as text columns; the first two left-aligned."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = []
+    for n, row in enumerate(rows):
+        cells = [
+            c.ljust(w) if i < 2 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        ]
+        lines.append("  ".join(cells).rstrip())
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
 
 
 def summarize(results: Sequence[ScenarioResult]) -> str:
