@@ -204,7 +204,10 @@ class RowCodec(Generic[M]):
     def decode(self, state: State) -> M:
         """Return a new detached ``model`` instance holding the cached column values."""
         obj: M = self.mapper.class_manager.new_instance()
-        self.populate(obj, state)
+        # A fresh instance has no history: fill its dict as the ORM's own loader does,
+        # and let make_transient_to_detached() commit it all at once (a third of a hit
+        # went to one set_committed_value() per column).
+        instance_state(obj).dict.update(self.decode_values(state))
         make_transient_to_detached(obj)
         return obj
 
