@@ -14,6 +14,7 @@ from __future__ import annotations
 from .backends import MISSING, Backend, backend_from_url, register_backend
 from .backends.memory import MemoryBackend
 from .cache import Cache
+from .decorators import CachedCallable
 from .errors import (
     BackendUnavailableError,
     CacheError,
@@ -38,6 +39,7 @@ __all__ = [
     "Cache",
     "CacheAside",
     "CacheError",
+    "CachedCallable",
     "CircuitBreaker",
     "ConfigurationError",
     "InvalidKeyError",

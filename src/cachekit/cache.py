@@ -15,7 +15,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from .backends import backend_from_url
 from .backends.base import MISSING, Backend, SupportsCompareAndSet, SupportsEvictionCounts
@@ -37,6 +37,11 @@ __all__ = ["Cache"]
 
 log = logging.getLogger("cachekit")
 T = TypeVar("T")
+P = ParamSpec("P")
+R = TypeVar("R")
+
+if TYPE_CHECKING:
+    from .decorators import CachedCallable
 
 #: Seconds to wait before replaying pending invalidations again after a failed replay.
 REPLAY_BACKOFF = 0.5
@@ -916,19 +921,25 @@ class Cache:
 
     # ------------------------------------------------------------ decorators
 
-    def cached(self, ttl: TTLLike = None, *, key: str | Callable[..., str] | None = None) -> Any:
+    def cached(
+        self, ttl: TTLLike = None, *, key: str | Callable[..., str] | None = None
+    ) -> Callable[[Callable[P, R]], CachedCallable[P, R]]:
         """Decorate a function with lazy loading: see ``cachekit.decorators.cached``."""
         from .decorators import cached
 
         return cached(self, ttl=ttl, key=key)
 
-    def writes(self, *, key: str | Callable[..., str], ttl: TTLLike = None) -> Any:
+    def writes(
+        self, *, key: str | Callable[..., str], ttl: TTLLike = None
+    ) -> Callable[[Callable[P, R]], Callable[P, R]]:
         """Decorate a writer: after it succeeds, store its result or invalidate, per policy."""
         from .decorators import writes
 
         return writes(self, key=key, ttl=ttl)
 
-    def evicts(self, *, key: str | Callable[..., str]) -> Any:
+    def evicts(
+        self, *, key: str | Callable[..., str]
+    ) -> Callable[[Callable[P, R]], Callable[P, R]]:
         """Decorate a function: after it succeeds, invalidate the entry named by ``key``."""
         from .decorators import evicts
 

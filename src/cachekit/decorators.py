@@ -11,7 +11,17 @@ import functools
 import inspect
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Concatenate,
+    Generic,
+    ParamSpec,
+    Protocol,
+    TypeVar,
+    cast,
+    overload,
+)
 
 from .backends.base import MISSING
 from .errors import ConfigurationError
@@ -23,10 +33,43 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("cachekit")
 
-__all__ = ["CachedFunction", "CachedMethod", "cached", "evicts", "writes"]
+__all__ = ["CachedCallable", "CachedFunction", "CachedMethod", "cached", "evicts", "writes"]
 
 P = ParamSpec("P")
+P2 = ParamSpec("P2")
 R = TypeVar("R")
+R_co = TypeVar("R_co", covariant=True)
+
+
+class CachedCallable(Protocol[P, R_co]):
+    """What ``@cache.cached`` returns: the function, plus its cache helpers (typed)."""
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R_co: ...
+
+    def invalidate(self, *args: P.args, **kwargs: P.kwargs) -> bool:
+        """Drop the entry for these arguments; return whether one was cached."""
+        ...
+
+    def refresh(self, *args: P.args, **kwargs: P.kwargs) -> R_co:
+        """Call the function now, store its result, and return it."""
+        ...
+
+    def uncached(self, *args: P.args, **kwargs: P.kwargs) -> R_co:
+        """Call the function without reading or writing the cache."""
+        ...
+
+    def key(self, *args: P.args, **kwargs: P.kwargs) -> str:
+        """Return the cache key of a call with these arguments."""
+        ...
+
+    # Methods: reading the attribute from an instance binds it, dropping ``self``.
+    @overload
+    def __get__(self, obj: None, objtype: type | None = None) -> CachedCallable[P, R_co]: ...
+    @overload
+    def __get__(
+        self: CachedCallable[Concatenate[Any, P2], R_co], obj: object, objtype: type | None = None
+    ) -> CachedCallable[P2, R_co]: ...
+
 
 KeySpec = str | Callable[..., str] | None
 
@@ -160,17 +203,9 @@ def _is_method(func: Callable[..., Any]) -> bool:
     return bool(code and code.co_argcount and code.co_varnames[0] in ("self", "cls"))
 
 
-@overload
-def cached(
-    cache: Cache, *, ttl: TTLLike = ..., key: KeySpec = ...
-) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
-@overload
-def cached(
-    cache: Cache, ttl: TTLLike = ..., key: KeySpec = ...
-) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
 def cached(
     cache: Cache, ttl: TTLLike = None, key: KeySpec = None
-) -> Callable[[Callable[P, R]], Callable[P, R]]:
+) -> Callable[[Callable[P, R]], CachedCallable[P, R]]:
     """Lazy loading: return the cached result, or call the function and cache it.
 
     The key is the function's qualified name plus its bound arguments (defaults
@@ -182,17 +217,17 @@ def cached(
         raise ConfigurationError("use @cache.cached() or @cache.cached(ttl=...), with parentheses")
     as_ttl(ttl, DEFAULT_TTL)  # a bad ttl fails here, not silently at the first store
 
-    def decorate(func: Callable[P, R]) -> Callable[P, R]:
+    def decorate(func: Callable[P, R]) -> CachedCallable[P, R]:
         helpers = CachedFunction(cache, func, ttl, key)
         if _is_method(func):
-            return CachedMethod(helpers)
-        wrapper = _make_wrapper(helpers)
-        wrapper.invalidate = helpers.invalidate  # type: ignore[attr-defined]
-        wrapper.refresh = helpers.refresh  # type: ignore[attr-defined]
-        wrapper.uncached = helpers.uncached  # type: ignore[attr-defined]
-        wrapper.key = helpers.key  # type: ignore[attr-defined]
-        wrapper.cache = cache  # type: ignore[attr-defined]
-        return wrapper
+            return cast(CachedCallable[P, R], CachedMethod(helpers))
+        wrapper: Any = _make_wrapper(helpers)
+        wrapper.invalidate = helpers.invalidate
+        wrapper.refresh = helpers.refresh
+        wrapper.uncached = helpers.uncached
+        wrapper.key = helpers.key
+        wrapper.cache = cache
+        return cast(CachedCallable[P, R], wrapper)
 
     return decorate
 
