@@ -169,3 +169,48 @@ def test_random_interleavings_converge(
             cached = repo.binding.rows.get(repo.binding.key((k,)), MISSING)
             assert cached is MISSING or cached == _db_state(db, repo, k), (i, k, cached)
     db.after_execute = None
+
+
+@pytest.mark.parametrize("first", ["repository", "track"])
+def test_a_slow_cache_update_never_lands_over_a_newer_overlapping_write(
+    db: Db,
+    caches: Callable[..., ck.Cache],
+    cache_kind: str,
+    first: str,
+    tracked: list[Any],
+) -> None:
+    """Writer A commits, then stalls before its cache update; writer B commits and updates.
+
+    Without a version column their order at the database is only known in-process by
+    overlap: A must not store its (older) row over B's once it resumes.
+    """
+    cache = caches(cache_kind)
+    repo = CachedRepository(User, db.Session, cache, policy=ck.WriteThrough())
+    _seed(db, User, 1)
+    tracked.append(track(db.Session, cache, models=[User], policy=ck.WriteThrough()))
+    binding = repo.binding
+    stalled, resume = threading.Event(), threading.Event()
+    real_apply = binding._apply
+    slow = threading.current_thread()  # replaced by A's thread below
+
+    def apply(*args: Any, **kwargs: Any) -> None:
+        if threading.current_thread() is slow:
+            stalled.set()
+            assert resume.wait(10)
+        real_apply(*args, **kwargs)
+
+    binding._apply = apply  # type: ignore[method-assign]
+    second = "track" if first == "repository" else "repository"
+    a = threading.Thread(target=_write, args=(first, db, repo, 1, "A"))
+    slow = a
+    a.start()
+    try:
+        assert stalled.wait(10), "writer A never reached its cache update"
+        _write(second, db, repo, 1, "B")  # commits after A: the database holds B
+    finally:
+        resume.set()
+        a.join(10)
+    binding._apply = real_apply  # type: ignore[method-assign]
+    assert _db_state(db, repo, 1)["name"] == "B"
+    cached = binding.rows.get(binding.key((1,)), MISSING)
+    assert cached is MISSING or cached["name"] == "B", cached

@@ -105,6 +105,13 @@ class ModelBinding(Generic[M]):
                 if n > 1:
                     self._conflicted.add(k)
 
+    def overlapped(self, keys: Iterable[str]) -> set[str]:
+        """Return those of ``keys`` whose writes overlapped another write so far."""
+        if self.versioned:
+            return set()
+        with self._writing_lock:
+            return {k for k in keys if k in self._conflicted}
+
     def end_writes(self, keys: Iterable[str]) -> set[str]:
         """Forget writes to ``keys``; return those that overlapped another write."""
         if self.versioned:
@@ -125,8 +132,23 @@ class ModelBinding(Generic[M]):
     # ------------------------------------------------------------ post-commit application
 
     def apply(self, ops: Op, *, store: bool, ttl: TTLLike = None, clear: bool = False) -> None:
-        """Apply committed changes: store (write-through) or invalidate (cache-aside)."""
-        overlapped = self.end_writes(ops)
+        """Apply committed changes: store (write-through) or invalidate (cache-aside).
+
+        The write stays open until its cache update is done: a write to the same key
+        that starts meanwhile makes both invalidate, since their order at the database
+        is unknown and either stored value could be the older one.
+        """
+        overlapped = self.overlapped(ops)
+        try:
+            self._apply(ops, store=store, ttl=ttl, clear=clear, overlapped=overlapped)
+        finally:
+            late = self.end_writes(ops) - overlapped  # overlaps that began during our store
+            if late and store:
+                self.rows.delete_many(sorted(late))
+
+    def _apply(
+        self, ops: Op, *, store: bool, ttl: TTLLike, clear: bool, overlapped: set[str]
+    ) -> None:
         if clear:
             self.rows.clear()
         elif ops:
