@@ -525,7 +525,10 @@ class Cache:
     def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
         """Return ``{key: value}`` for the cached keys (one round trip on remote backends)."""
         keys = list(dict.fromkeys(_checked(k) for k in keys))  # a repeated key counts once
-        fulls = {self._full(k): k for k in keys}
+        if keys:
+            self._full(keys[0])  # re-reads the namespace version if it is due
+        prefix = self._ns.prefix
+        fulls = {(f if len(f := prefix + k) <= MAX_KEY_LENGTH else encode_key(f)): k for k in keys}
         if self._pending:
             for full in [f for f in fulls if f in self._pending]:
                 del fulls[full]
@@ -543,10 +546,14 @@ class Cache:
         if self.breaker.failures or self._pending:
             self._backend_ok()
         out: dict[str, Any] = {}
+        loads = self.serializer.loads if self.serializer is not None else None
         for full, raw in found.items():
-            value = self._decode(full, raw)
-            if value is not MISSING:
-                out[fulls[full]] = value
+            try:
+                out[fulls[full]] = raw if loads is None else loads(raw)
+            except SerializationError:  # a lease, or a corrupt entry: counted and logged
+                value = self._decode(full, raw)
+                if value is not MISSING:
+                    out[fulls[full]] = value
         for _ in range(len(out)):
             self._hit()
         for _ in range(len(keys) - len(out)):
