@@ -48,6 +48,8 @@ REPLAY_BACKOFF = 0.5
 
 #: Leading bytes of a lease placeholder; no serializer's output starts with a NUL byte.
 LEASE_MARK = b"\x00ck-lease:"
+#: What a lease is swapped for when its load stores nothing: read as a miss.
+RELEASED = LEASE_MARK + b"released"
 
 #: A TTL, or a function of the loaded value that returns one (e.g. short for ``None``).
 LoadTTL = TTLLike | Callable[[Any], TTLLike]
@@ -153,6 +155,7 @@ class Cache:
         breaker: CircuitBreaker | None = None,
         namespace_check_interval: float = 1.0,
         lease_ttl: float = 10.0,
+        lease_wait: float = 0.0,
         timer: Callable[[], float] = time.monotonic,
     ) -> None:
         if not isinstance(backend, Backend):
@@ -196,6 +199,10 @@ class Cache:
         self._flights = self._ns.flights
         self._flights_lock = self._ns.flights_lock
         self.lease_ttl = lease_ttl
+        if not 0.0 <= lease_wait <= lease_ttl:
+            raise ConfigurationError("lease_wait must be between 0 and lease_ttl seconds")
+        #: Seconds a miss waits for another process's load of the same key (0: load at once).
+        self.lease_wait = lease_wait
         self._leases = self._remote and isinstance(backend, SupportsCompareAndSet)
         self._version_key = f"ck:{len(namespace)}:{namespace}:v"
         with self._ns.lock:
@@ -226,7 +233,14 @@ class Cache:
         query = {k: v[-1] for k, v in parse_qs(urlsplit(url).query).items()}
         if serializer is None and "serializer" in query:
             serializer = _serializer_from_name(query["serializer"], options.pop("pickle_key", None))
-        names = ("fail_open", "breaker", "timer", "namespace_check_interval", "lease_ttl")
+        names = (
+            "fail_open",
+            "breaker",
+            "timer",
+            "namespace_check_interval",
+            "lease_ttl",
+            "lease_wait",
+        )
         cache_opts: dict[str, Any] = {k: options.pop(k) for k in names if k in options}
         if "timer" in cache_opts and urlsplit(url).scheme.lower() == "memory":
             options.setdefault("timer", cache_opts["timer"])  # expiry happens in the backend
@@ -251,6 +265,7 @@ class Cache:
             breaker=self.breaker,
             namespace_check_interval=self._check_interval,
             lease_ttl=self.lease_ttl,
+            lease_wait=self.lease_wait,
             timer=self._timer,
         )
 
@@ -726,33 +741,54 @@ class Cache:
             raise flight.error
         return flight.value
 
-    def _take_lease(self, full: str) -> bytes | None:
+    def _take_lease(self, full: str) -> tuple[bytes | None, bool]:
         """Put a lease on a missing key so a concurrent write can void a stale load.
 
-        Returns the lease token, or ``None`` when this load must not be stored
-        (someone else holds a lease or already stored a value, or the backend failed).
+        Returns ``(token, busy)``: the lease token, or ``None`` when this load must
+        not be stored (someone else holds a lease or already stored a value, or the
+        backend failed); ``busy`` is True when another caller's load holds the key.
         """
         if self.breaker.open_until and not self.breaker.allow():
-            return None  # the backend is being skipped: don't pay a timeout for a lease
+            return None, False  # the backend is being skipped: don't pay a timeout
         token = LEASE_MARK + secrets.token_hex(8).encode()
         try:
             if self.backend.add(full, token, self.lease_ttl):
                 if self.breaker.failures:
                     self._backend_ok()  # the lease may have been the half-open probe
-                return token
-            # Something is there. If it is a corrupt entry (not a lease, not decodable),
-            # take its place, or the key would never be cached again until it expired.
+                return token, False
             current = self.backend.get(full)
+            if isinstance(current, bytes) and current.startswith(LEASE_MARK):
+                return None, current != RELEASED
+            # A corrupt entry (not a lease, not decodable): take its place, or the key
+            # would never be cached again until it expired.
             if (
                 isinstance(current, bytes)
-                and not current.startswith(LEASE_MARK)
                 and self._undecodable(current)
                 and self.backend.compare_and_set(full, current, token, self.lease_ttl)  # type: ignore[attr-defined]
             ):
-                return token
+                return token, False
         except Exception as exc:
             self._backend_error("lease", exc, raise_strict=False)
-        return None
+        return None, False
+
+    def _await_lease(self, full: str) -> Any:
+        """Wait up to ``lease_wait`` s for another process's load of ``full``; MISSING if none."""
+        deadline = time.monotonic() + self.lease_wait
+        pause = 0.001
+        while True:
+            time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+            try:
+                raw = self.backend.get(full)
+            except Exception as exc:
+                self._backend_error("get", exc, raise_strict=False)
+                return MISSING
+            if raw is MISSING or raw == RELEASED:
+                return MISSING  # that load failed or gave up: load ourselves
+            if not (isinstance(raw, bytes) and raw.startswith(LEASE_MARK)):
+                return self._decode(full, raw)
+            if time.monotonic() >= deadline:
+                return MISSING
+            pause = min(pause * 2, 0.05)
 
     def _load(self, full: str, loader: Callable[[], T], ttl: LoadTTL, guard: bool = True) -> T:
         """Run ``loader`` once per key at a time; others wait for its result.
@@ -765,13 +801,23 @@ class Cache:
             return self._wait(flight)  # type: ignore[no-any-return]
         try:
             leased = guard and self._leases
-            lease = self._take_lease(full) if leased else None
+            lease, busy = self._take_lease(full) if leased else (None, False)
+            if busy and self.lease_wait:
+                # another process is loading this key: wait for its value, not the source
+                found = self._await_lease(full)
+                if found is not MISSING:
+                    self._c_coalesced.incr()
+                    flight.value = found
+                    return found  # type: ignore[no-any-return]
+                lease, busy = self._take_lease(full)
             started = time.perf_counter()
             try:
                 value = loader()
             except BaseException as exc:
                 flight.error = exc
                 self._c_load_failures.incr()
+                if lease is not None:
+                    self._release_lease(full, lease)  # waiters elsewhere load at once
                 raise
             self._c_loads.incr()
             self.load_duration.observe(time.perf_counter() - started)
@@ -815,8 +861,7 @@ class Cache:
         try:
             # Swap our lease for a short-lived released marker (read as a miss): unlike a
             # delete, a compare-and-set can never remove a newer write.
-            released = LEASE_MARK + b"released"
-            self.backend.compare_and_set(full, lease, released, 1.0)  # type: ignore[attr-defined]
+            self.backend.compare_and_set(full, lease, RELEASED, 1.0)  # type: ignore[attr-defined]
         except Exception as exc:
             self._backend_error("lease", exc, raise_strict=False)
 
@@ -844,7 +889,7 @@ class Cache:
             (led if leader else waiting)[k] = flight
         try:
             if led:
-                leases = {k: self._take_lease(fulls[k]) for k in led} if self._leases else {}
+                leases = {k: self._take_lease(fulls[k])[0] for k in led} if self._leases else {}
                 started = time.perf_counter()
                 try:
                     loaded = dict(loader(list(led)))
