@@ -143,6 +143,78 @@ def cachekit_scenarios(urls: dict[str, str]) -> list[tuple[str, str, str, Scenar
     return out
 
 
+def _process_worker(
+    url: str, namespace: str, key: str, counter_key: str, lease_wait: float,
+    threads: int, load_s: float, barrier: Any,
+) -> None:  # fmt: skip
+    """One of several processes in a cross-process stampede (spawned: module-level)."""
+    import redis
+
+    import cachekit as ck
+
+    cache = ck.Cache.from_url(url, namespace=namespace, lease_wait=lease_wait)
+    host, port = redis_parts(url)
+    raw = redis.Redis(host=host, port=port)
+
+    def loader() -> str:
+        raw.incr(counter_key)  # loader calls counted across processes on the server
+        time.sleep(load_s)
+        return "value"
+
+    barrier.wait()
+    run_threads(threads, lambda: cache.get_or_load(key, loader, ttl=60))
+    cache.close()
+    raw.close()
+
+
+def cross_process_scenarios(redis_url: str, processes: int) -> list[tuple[str, str, str, Scenario]]:
+    """cachekit over Redis from several processes: single-flight is per process unless
+    ``lease_wait`` makes a miss wait for another process's lease."""
+    import multiprocessing
+
+    import redis
+
+    def make(lease_wait: float) -> Scenario:
+        def setup(load_s: float, n: int) -> Callable[[], tuple[int, float]]:
+            ctx = multiprocessing.get_context("spawn")
+            namespace = f"bench-xp-{uuid.uuid4().hex[:8]}"
+            host, port = redis_parts(redis_url)
+            per_process = max(1, n // processes)
+
+            def run() -> tuple[int, float]:
+                key, counter_key = uuid.uuid4().hex, f"bench-xp-count-{uuid.uuid4().hex}"
+                barrier = ctx.Barrier(processes + 1)
+                worker_args = (
+                    redis_url, namespace, key, counter_key, lease_wait, per_process, load_s, barrier
+                )
+                procs = [
+                    ctx.Process(target=_process_worker, args=worker_args)
+                    for _ in range(processes)
+                ]
+                for proc in procs:
+                    proc.start()
+                barrier.wait(timeout=60)
+                started = time.perf_counter()
+                for proc in procs:
+                    proc.join(60)
+                wall = time.perf_counter() - started
+                raw = redis.Redis(host=host, port=port)
+                calls = int(raw.get(counter_key) or 0)
+                raw.delete(counter_key)
+                raw.close()
+                return calls, wall
+
+            return run
+
+        return setup
+
+    model = f"get_or_load, {processes} processes"
+    return [
+        ("cachekit", "redis", f"{model}", make(0.0)),
+        ("cachekit", "redis", f"{model}, lease_wait=2", make(2.0)),
+    ]
+
+
 def cachetools_scenarios() -> list[tuple[str, str, str, Scenario]]:
     import cachetools
 
@@ -389,12 +461,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--memcached-url", default="memcached://127.0.0.1:21211")
     p.add_argument("--no-memcached", action="store_true", help="skip cachekit over memcached")
     p.add_argument("--plot", metavar="PATH.png")
+    p.add_argument(
+        "--processes", type=int, default=4, help="processes for the cross-process rows (0: skip)"
+    )
     args = p.parse_args(argv)
 
     urls = {"memory": "memory://", "redis": args.redis_url}
     if not args.no_memcached:
         urls["memcached"] = args.memcached_url
     scenarios = cachekit_scenarios(urls)
+    if args.processes:
+        scenarios += cross_process_scenarios(args.redis_url, args.processes)
     rows = [Row(library, backend, model) for library, backend, model, _ in scenarios]
     for module, library, factory in PEERS:
         if not installed(module):
