@@ -313,3 +313,20 @@ def test_a_planted_entry_is_replaced_by_the_next_load(
         assert cache.get("k") == "loaded"  # the loaded value replaced the planted bytes
     finally:
         cache.close()
+
+
+def test_serve_stale_answers_from_the_last_value_while_redis_is_dead(
+    server: ServerProcess,
+) -> None:
+    cache = _cache(server.url, stale_ttl=60.0)
+    try:
+        cache.set("k", {"plan": "pro"})
+        assert cache.get("k") == {"plan": "pro"}
+        server.kill()
+        assert cache.get("k") == {"plan": "pro"}  # served from this process's last value
+        assert cache.get_or_load("k", lambda: {"plan": "from-db"}) == {"plan": "pro"}
+        assert cache.get("other", "dflt") == "dflt"  # never seen: nothing to serve
+        stats = cache.stats()
+        assert stats.stale_served == 2 and stats.errors >= 1
+    finally:
+        cache.close()

@@ -17,6 +17,8 @@ import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
+from cachetools import LRUCache
+
 from .backends import backend_from_url
 from .backends.base import MISSING, Backend, SupportsCompareAndSet, SupportsEvictionCounts
 from .errors import (
@@ -156,6 +158,8 @@ class Cache:
         namespace_check_interval: float = 1.0,
         lease_ttl: float = 10.0,
         lease_wait: float = 0.0,
+        stale_ttl: float = 0.0,
+        stale_maxsize: int = 10_000,
         timer: Callable[[], float] = time.monotonic,
     ) -> None:
         if not isinstance(backend, Backend):
@@ -177,7 +181,17 @@ class Cache:
         self._backend_get = backend.get
         # True while reads must take the careful path: a remote backend (its
         # namespace version is re-checked), failures, or pending invalidations.
-        self._slow = self._remote
+        # Serve-stale (off unless asked for): the last good value this process saw
+        # per key, served for up to ``stale_ttl`` s when the backend or the loader fails.
+        if stale_ttl < 0 or stale_maxsize < 1:
+            raise ConfigurationError("stale_ttl must be >= 0 and stale_maxsize >= 1")
+        self.stale_ttl = stale_ttl
+        self._stale: LRUCache[str, tuple[Any, float]] | None = (
+            LRUCache(stale_maxsize) if stale_ttl else None
+        )
+        self._stale_lock = threading.Lock()
+        self._careful = self._remote or self._stale is not None
+        self._slow = self._careful
 
         # counters: hot-path increments are single C calls
         self._c_hits, self._c_misses = Counter(), Counter()
@@ -240,6 +254,8 @@ class Cache:
             "namespace_check_interval",
             "lease_ttl",
             "lease_wait",
+            "stale_ttl",
+            "stale_maxsize",
         )
         cache_opts: dict[str, Any] = {k: options.pop(k) for k in names if k in options}
         if "timer" in cache_opts and urlsplit(url).scheme.lower() == "memory":
@@ -266,6 +282,7 @@ class Cache:
             namespace_check_interval=self._check_interval,
             lease_ttl=self.lease_ttl,
             lease_wait=self.lease_wait,
+            stale_ttl=self.stale_ttl,
             timer=self._timer,
         )
 
@@ -379,7 +396,7 @@ class Cache:
             )
         if (self._pending or self._pending_overflow) and self._timer() >= self._replay_after:
             self._replay_pending()
-        self._slow = self._remote or bool(self._pending) or bool(self.breaker.failures)
+        self._slow = self._careful or bool(self._pending) or bool(self.breaker.failures)
 
     def _skip(self, operation: str) -> bool:
         """True when the breaker is open and this call must not reach the backend."""
@@ -505,17 +522,15 @@ class Cache:
                         f"get skipped: an invalidation of this key is pending for namespace "
                         f"{self.namespace!r} until the backend answers"
                     )
-                self._miss()
-                return MISSING
+                # only our own newest write can be remembered here: deletes forget theirs
+                return self._stale_or_miss(full)
         if self.breaker.open_until and self._skip("get"):
-            self._miss()
-            return MISSING
+            return self._stale_or_miss(full)
         try:
             raw = self._backend_get(full)
         except Exception as exc:
-            self._miss()
             self._backend_error("get", exc)
-            return MISSING
+            return self._stale_or_miss(full)
         if self.breaker.failures or self._pending:
             self._backend_ok()
         if raw is MISSING:
@@ -527,7 +542,42 @@ class Cache:
                 self._miss()
                 return MISSING
         self._hit()
+        if self._stale is not None:
+            self._keep(full, raw)
         return raw
+
+    # ------------------------------------------------------------ serve-stale
+
+    def _keep(self, full: str, value: Any) -> None:
+        """Remember the last good value of ``full`` (serve-stale only)."""
+        if self._stale is not None:
+            with self._stale_lock:
+                self._stale[full] = (value, self._timer())
+
+    def _forget(self, fulls: Iterable[str]) -> None:
+        if self._stale is not None:
+            with self._stale_lock:
+                for full in fulls:
+                    self._stale.pop(full, None)
+
+    def _stale_value(self, full: str) -> Any:
+        """The remembered value of ``full`` if it is at most ``stale_ttl`` old, else MISSING."""
+        if self._stale is None:
+            return MISSING
+        with self._stale_lock:
+            entry = self._stale.get(full)
+        if entry is None or self._timer() - entry[1] > self.stale_ttl:
+            return MISSING
+        self._c_stale.incr()
+        return entry[0]
+
+    def _stale_or_miss(self, full: str) -> Any:
+        value = self._stale_value(full)
+        if value is MISSING:
+            self._miss()
+        else:
+            self._hit()
+        return value
 
     def get(self, key: str, default: Any = None) -> Any:
         """Return the cached value for ``key``, or ``default`` (also when the backend is down)."""
@@ -613,6 +663,8 @@ class Cache:
         full = self._full(_checked(key))
         data = self._encode(value, key)
         self._mark_flight(full)
+        if self._stale is not None:
+            self._keep(full, value)  # the newest value, whether or not the backend took it
         self._store(full, data, self._ttl_seconds(ttl))
 
     def add(self, key: str, value: Any, ttl: TTLLike = None) -> bool:
@@ -656,6 +708,7 @@ class Cache:
             self._backend_ok()
 
     def _invalidate(self, fulls: list[str]) -> int:
+        self._forget(fulls)
         for full in fulls:
             self._mark_flight(full)
         if self.breaker.open_until and self._skip("delete"):
@@ -700,6 +753,9 @@ class Cache:
 
     def clear(self) -> None:
         """Drop every entry of this namespace (O(1): the namespace version changes)."""
+        if self._stale is not None:
+            with self._stale_lock:
+                self._stale.clear()
         try:
             self._bump_namespace()
         except Exception as exc:
@@ -814,10 +870,17 @@ class Cache:
             try:
                 value = loader()
             except BaseException as exc:
-                flight.error = exc
                 self._c_load_failures.incr()
                 if lease is not None:
                     self._release_lease(full, lease)  # waiters elsewhere load at once
+                stale = self._stale_value(full) if isinstance(exc, Exception) else MISSING
+                if stale is not MISSING:
+                    log.warning(
+                        "cachekit: loader for %r failed (%s); serving its last value", full, exc
+                    )
+                    flight.value = stale
+                    return stale  # type: ignore[no-any-return]
+                flight.error = exc
                 raise
             self._c_loads.incr()
             self.load_duration.observe(time.perf_counter() - started)
@@ -832,6 +895,8 @@ class Cache:
         """Cache a loaded value (only over our own lease, if any); encode failures are logged."""
         if callable(ttl):
             ttl = ttl(value)
+        if self._stale is not None:
+            self._keep(full, value)
         try:
             data = self._encode(value, full)
             seconds = self._ttl_seconds(ttl)
