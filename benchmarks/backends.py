@@ -121,6 +121,38 @@ def raw_many_floor(client: Any, runs: int, n: int) -> Row:
         client.delete(*keys)
 
 
+def hit_and_many_rows(
+    name: str,
+    raw_name: str,
+    cache: ck.Cache,
+    raw_get: Callable[[], Any],
+    runs: int,
+    n: int,
+    profile: bool,
+) -> list[Row]:
+    """A decorator hit vs ``raw_get()`` + ``json.loads``, and get_many(100) vs 100 gets."""
+
+    @cache.cached(ttl=300)
+    def get_user(user_id: int) -> dict[str, Any]:
+        return dict(PAYLOAD, id=user_id)
+
+    get_user(42)
+
+    def hit() -> Any:
+        return get_user(42)
+
+    def floor() -> Any:
+        return json.loads(raw_get())
+
+    assert hit() == floor()
+    if profile:
+        print_profile(f"{name} hit through @cache.cached", hit, n * 5)
+    return [
+        compare_hit(f"{name}: @cache.cached hit vs {raw_name} + json.loads", hit, floor, runs, n),
+        compare_many(f"{name}: get_many(100) vs 100 x get", cache, runs, max(5, n // 100)),
+    ]
+
+
 def redis_rows(url: str, runs: int, n: int, profile: bool) -> list[Row]:
     """The Redis rows: decorator hit vs redis-py GET + json.loads, get_many vs gets."""
     import redis
@@ -130,29 +162,10 @@ def redis_rows(url: str, runs: int, n: int, profile: bool) -> list[Row]:
     raw_key = "bench:raw:" + uuid.uuid4().hex
     try:
         client.set(raw_key, json.dumps(PAYLOAD).encode(), ex=300)
-
-        @cache.cached(ttl=300)
-        def get_user(user_id: int) -> dict[str, Any]:
-            return dict(PAYLOAD, id=user_id)
-
-        get_user(42)
-
-        def hit() -> Any:
-            return get_user(42)
-
-        def floor() -> Any:
-            return json.loads(client.get(raw_key))  # type: ignore[arg-type]
-
-        assert hit() == floor()
-        if profile:
-            print_profile("Redis hit through @cache.cached", hit, n * 5)
-        return [
-            compare_hit(
-                "Redis: @cache.cached hit vs redis-py GET + json.loads", hit, floor, runs, n
-            ),
-            compare_many("Redis: get_many(100) vs 100 x get", cache, runs, max(5, n // 100)),
-            raw_many_floor(client, runs, max(5, n // 100)),
-        ]
+        rows = hit_and_many_rows(
+            "Redis", "redis-py GET", cache, lambda: client.get(raw_key), runs, n, profile
+        )
+        return [*rows, raw_many_floor(client, runs, max(5, n // 100))]
     finally:
         client.delete(raw_key)
         client.close()
@@ -174,28 +187,9 @@ def memcached_rows(url: str, runs: int, n: int, profile: bool) -> list[Row] | st
     raw_key = "bench:raw:" + uuid.uuid4().hex
     try:
         client.set(raw_key, json.dumps(PAYLOAD).encode(), expire=300)
-
-        @cache.cached(ttl=300)
-        def get_user(user_id: int) -> dict[str, Any]:
-            return dict(PAYLOAD, id=user_id)
-
-        get_user(42)
-
-        def hit() -> Any:
-            return get_user(42)
-
-        def floor() -> Any:
-            return json.loads(client.get(raw_key))
-
-        assert hit() == floor()
-        if profile:
-            print_profile("Memcached hit through @cache.cached", hit, n * 5)
-        return [
-            compare_hit(
-                "Memcached: @cache.cached hit vs pymemcache get + json.loads", hit, floor, runs, n
-            ),
-            compare_many("Memcached: get_many(100) vs 100 x get", cache, runs, max(5, n // 100)),
-        ]
+        return hit_and_many_rows(
+            "Memcached", "pymemcache get", cache, lambda: client.get(raw_key), runs, n, profile
+        )
     except Exception as exc:
         return f"n/a (memcached backend failed: {type(exc).__name__}: {exc})"
     finally:

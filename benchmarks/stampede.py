@@ -81,6 +81,23 @@ def run_threads(n: int, call: Callable[[], Any]) -> float:
     return wall
 
 
+def threaded_stampede(
+    decorate: Callable[[Callable[[str], str]], Callable[[str], Any]], load_s: float, n: int
+) -> tuple[int, float]:
+    """Decorate a counting loader, stampede ``n`` threads on a fresh key: (calls, wall)."""
+    counter = Counter()
+
+    def load(k: str) -> str:
+        counter.incr()
+        time.sleep(load_s)
+        return "value"
+
+    cached = decorate(load)
+    key = uuid.uuid4().hex
+    wall = run_threads(n, lambda: cached(key))
+    return counter.n, wall
+
+
 def run_tasks(n: int, make_call: Callable[[], Any]) -> float:
     """Gather ``n`` coroutines of ``make_call()`` on a fresh loop; return the wall time."""
 
@@ -185,11 +202,17 @@ def cross_process_scenarios(redis_url: str, processes: int) -> list[tuple[str, s
                 key, counter_key = uuid.uuid4().hex, f"bench-xp-count-{uuid.uuid4().hex}"
                 barrier = ctx.Barrier(processes + 1)
                 worker_args = (
-                    redis_url, namespace, key, counter_key, lease_wait, per_process, load_s, barrier
+                    redis_url,
+                    namespace,
+                    key,
+                    counter_key,
+                    lease_wait,
+                    per_process,
+                    load_s,
+                    barrier,
                 )
                 procs = [
-                    ctx.Process(target=_process_worker, args=worker_args)
-                    for _ in range(processes)
+                    ctx.Process(target=_process_worker, args=worker_args) for _ in range(processes)
                 ]
                 for proc in procs:
                     proc.start()
@@ -221,23 +244,13 @@ def cachetools_scenarios() -> list[tuple[str, str, str, Scenario]]:
     def make(condition: bool) -> Scenario:
         def setup(load_s: float, n: int) -> Callable[[], tuple[int, float]]:
             def run() -> tuple[int, float]:
-                counter = Counter()
                 cache: cachetools.TTLCache[Any, Any] = cachetools.TTLCache(1000, ttl=60)
                 if condition:
                     cond = threading.Condition()
                     deco = cachetools.cached(cache, lock=cond, condition=cond)
                 else:
                     deco = cachetools.cached(cache, lock=threading.Lock())
-
-                @deco
-                def load(k: str) -> str:
-                    counter.incr()
-                    time.sleep(load_s)
-                    return "value"
-
-                key = uuid.uuid4().hex
-                wall = run_threads(n, lambda: load(key))
-                return counter.n, wall
+                return threaded_stampede(deco, load_s, n)
 
             return run
 
@@ -266,17 +279,7 @@ def dogpile_scenarios(redis_url: str) -> list[tuple[str, str, str, Scenario]]:
                 )
 
             def run() -> tuple[int, float]:
-                counter = Counter()
-
-                @region.cache_on_arguments()
-                def load(k: str) -> str:
-                    counter.incr()
-                    time.sleep(load_s)
-                    return "value"
-
-                key = uuid.uuid4().hex
-                wall = run_threads(n, lambda: load(key))
-                return counter.n, wall
+                return threaded_stampede(region.cache_on_arguments(), load_s, n)
 
             return run
 

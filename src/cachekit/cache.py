@@ -186,6 +186,7 @@ class Cache:
         if stale_ttl < 0 or stale_maxsize < 1:
             raise ConfigurationError("stale_ttl must be >= 0 and stale_maxsize >= 1")
         self.stale_ttl = stale_ttl
+        self._stale_maxsize = stale_maxsize
         self._stale: LRUCache[str, tuple[Any, float]] | None = (
             LRUCache(stale_maxsize) if stale_ttl else None
         )
@@ -283,6 +284,7 @@ class Cache:
             lease_ttl=self.lease_ttl,
             lease_wait=self.lease_wait,
             stale_ttl=self.stale_ttl,
+            stale_maxsize=self._stale_maxsize,
             timer=self._timer,
         )
 
@@ -636,12 +638,16 @@ class Cache:
             if flight is not None:
                 flight.invalidated = True
 
-    def _store(self, full: str, data: Any, ttl: float | None) -> bool:
+    def _store(self, full: str, data: Any, ttl: float | None, lease: bytes | None = None) -> bool:
+        """Write ``data``; with ``lease``, only over that lease (compare-and-set)."""
         if self.breaker.open_until and self._skip("set"):
             self._remember_invalidation((full,))
             return False
         try:
-            self.backend.set(full, data, ttl)
+            if lease is None:
+                self.backend.set(full, data, ttl)
+            elif not self.backend.compare_and_set(full, lease, data, ttl):  # type: ignore[attr-defined]
+                return False  # a write voided our lease meanwhile: it holds the newer value
         except (ValueTooLargeError, InvalidKeyError):
             raise
         except Exception as exc:
@@ -898,21 +904,7 @@ class Cache:
         if self._stale is not None:
             self._keep(full, value)
         try:
-            data = self._encode(value, full)
-            seconds = self._ttl_seconds(ttl)
-            if lease is None:
-                self._store(full, data, seconds)
-            elif not (self.breaker.open_until and self._skip("set")):
-                try:
-                    stored = self.backend.compare_and_set(full, lease, data, seconds)  # type: ignore[attr-defined]
-                except (ValueTooLargeError, InvalidKeyError):
-                    raise
-                except Exception as exc:
-                    self._remember_invalidation((full,))
-                    self._backend_error("set", exc)
-                    return
-                if stored:
-                    self._c_sets.incr()
+            self._store(full, self._encode(value, full), self._ttl_seconds(ttl), lease)
         except (SerializationError, ValueTooLargeError) as exc:
             self._error_counter("encode").incr()
             log.warning("cachekit: loaded value for %r not cached: %s", full, exc)

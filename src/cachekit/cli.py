@@ -106,7 +106,7 @@ def add_workload_arguments(
     """Add the workload knobs shared by ``demo`` and ``bench`` to ``parser``."""
     from .workload import STRATEGIES
 
-    STRATEGIES = tuple(strategies or STRATEGIES)
+    choices = tuple(strategies or STRATEGIES)
 
     parser.add_argument(
         "--rows",
@@ -141,9 +141,9 @@ def add_workload_arguments(
     parser.add_argument(
         "--strategies",
         nargs="+",
-        default=list(STRATEGIES),
+        default=list(choices),
         metavar="NAME",
-        help=f"any of {', '.join(STRATEGIES)} (default: all)",
+        help=f"any of {', '.join(choices)} (default: all)",
     )
     parser.add_argument(
         "--ops-per-second",
@@ -282,15 +282,14 @@ def _wait_for_interrupt() -> None:
 
 
 def _run_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from .workload import DEMO_STRATEGIES as STRATEGIES
-    from .workload import generate_ops, run_scenario, summarize
+    from .workload import DEMO_STRATEGIES, generate_ops, run_scenario, summarize
 
     strategies = list(dict.fromkeys(_split(args.strategies)))
-    unknown = [s for s in strategies if s not in STRATEGIES]
+    unknown = [s for s in strategies if s not in DEMO_STRATEGIES]
     if unknown:
         err.write(
             f"cachekit demo: error: unknown strategy {unknown[0]!r} "
-            f"(choose from {', '.join(STRATEGIES)})\n"
+            f"(choose from {', '.join(DEMO_STRATEGIES)})\n"
         )
         return 2
     try:

@@ -131,7 +131,17 @@ class ArgsKey:
     out of the key.
     """
 
-    __slots__ = ("_defaults", "_fast_n", "_kw_ok", "_name", "_names", "_sig", "_skip", "_template")
+    __slots__ = (
+        "_built",
+        "_defaults",
+        "_fast_n",
+        "_kw_ok",
+        "_name",
+        "_names",
+        "_sig",
+        "_skip",
+        "_template",
+    )
 
     def __init__(self, func: Callable[..., Any], template: str | None = None) -> None:
         self._sig = inspect.signature(func)
@@ -146,6 +156,7 @@ class ArgsKey:
         self._defaults = tuple(p.default for p in params)
         self._name = f"{func.__module__}.{func.__qualname__}"
         self._template = template
+        self._built: Callable[[tuple[Any, ...], dict[str, Any]], str] | None = None
         if template is not None:
             self._check_template(template)
 
@@ -246,7 +257,12 @@ class ArgsKey:
         return many
 
     def builder(self) -> Callable[[tuple[Any, ...], dict[str, Any]], str]:
-        """Return a fast function ``(args, kwargs) -> key`` for this signature."""
+        """Return a fast function ``(args, kwargs) -> key`` for this signature (built once)."""
+        if self._built is None:
+            self._built = self._build()
+        return self._built
+
+    def _build(self) -> Callable[[tuple[Any, ...], dict[str, Any]], str]:
         name, skip, fast_n, scalars = self._name, self._skip, self._fast_n, _SCALARS
         template, values, names = self._template, self.values, self._names
         if template is not None:
