@@ -16,16 +16,24 @@ from .backends.memory import MemoryBackend
 from .cache import Cache
 from .decorators import CachedCallable
 from .errors import (
+    BackendRejectedError,
     BackendUnavailableError,
     CacheError,
     ConfigurationError,
     InvalidKeyError,
+    ReentrantLoadError,
     SerializationError,
     ValueTooLargeError,
 )
 from .policies import NO_EXPIRY, TTL, CacheAside, Policy, WriteThrough
 from .resilience import CircuitBreaker
-from .serializers import JsonSerializer, PassthroughSerializer, PickleSerializer, Serializer
+from .serializers import (
+    JsonSerializer,
+    KeyBoundSerializer,
+    PassthroughSerializer,
+    PickleSerializer,
+    Serializer,
+)
 from .stats import Stats
 
 __version__ = "0.1.0"
@@ -35,6 +43,7 @@ __all__ = [
     "NO_EXPIRY",
     "TTL",
     "Backend",
+    "BackendRejectedError",
     "BackendUnavailableError",
     "Cache",
     "CacheAside",
@@ -44,10 +53,12 @@ __all__ = [
     "ConfigurationError",
     "InvalidKeyError",
     "JsonSerializer",
+    "KeyBoundSerializer",
     "MemoryBackend",
     "PassthroughSerializer",
     "PickleSerializer",
     "Policy",
+    "ReentrantLoadError",
     "SerializationError",
     "Serializer",
     "Stats",

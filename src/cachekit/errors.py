@@ -6,8 +6,14 @@
      ├── InvalidKeyError          a key (or decorator argument) that cannot be keyed
      ├── SerializationError       a value the serializer cannot encode or decode
      ├── ValueTooLargeError       a value over the backend's item-size limit
-     ├── BackendUnavailableError  the backend is down, slow, or refused the call
+     ├── BackendUnavailableError  the backend is down or did not answer in time
+     ├── BackendRejectedError     the backend answered but refused this one command
+     │                            (out of memory, a value or TTL out of its range)
+     ├── ReentrantLoadError       a loader asked for the key it is loading
      └── ConfigurationError       a bad URL, option, or a missing optional extra
+
+A rejected command is the caller's or the data's problem, not an outage: it is
+counted as an error but never opens the circuit breaker.
 
 Driver exceptions (redis-py, pymemcache, SQLAlchemy) are translated at the edge
 with ``raise ... from exc`` so the original cause stays attached.
@@ -16,10 +22,12 @@ with ``raise ... from exc`` so the original cause stays attached.
 from __future__ import annotations
 
 __all__ = [
+    "BackendRejectedError",
     "BackendUnavailableError",
     "CacheError",
     "ConfigurationError",
     "InvalidKeyError",
+    "ReentrantLoadError",
     "SerializationError",
     "ValueTooLargeError",
 ]
@@ -49,6 +57,14 @@ class ValueTooLargeError(CacheError, ValueError):
 
 class BackendUnavailableError(CacheError):
     """The backend did not answer in time, refused the connection, or failed the call."""
+
+
+class BackendRejectedError(CacheError):
+    """The backend answered but refused the command (e.g. Redis OOM); the server is healthy."""
+
+
+class ReentrantLoadError(CacheError):
+    """A loader asked, directly or through other loads, for the key it is loading."""
 
 
 class ConfigurationError(CacheError):

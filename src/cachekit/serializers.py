@@ -25,7 +25,13 @@ from typing import Any, Protocol, runtime_checkable
 
 from .errors import ConfigurationError, SerializationError
 
-__all__ = ["JsonSerializer", "PassthroughSerializer", "PickleSerializer", "Serializer"]
+__all__ = [
+    "JsonSerializer",
+    "KeyBoundSerializer",
+    "PassthroughSerializer",
+    "PickleSerializer",
+    "Serializer",
+]
 
 
 @runtime_checkable
@@ -38,6 +44,25 @@ class Serializer(Protocol):
 
     def loads(self, data: bytes) -> Any:
         """Decode ``data``; raise ``SerializationError`` if it is not ours or is corrupt."""
+        ...
+
+
+@runtime_checkable
+class KeyBoundSerializer(Protocol):
+    """A serializer whose payload is bound to the full backend key it is stored under.
+
+    A cache calls ``dumps_for`` / ``loads_for`` instead of ``dumps`` / ``loads``
+    when its serializer has them, passing the full backend key (namespace and
+    version included), so a payload copied under another key fails to decode
+    (signed pickle, encryption).
+    """
+
+    def dumps_for(self, key: str, value: Any) -> bytes:
+        """Encode ``value`` for storage under ``key``."""
+        ...
+
+    def loads_for(self, key: str, data: bytes) -> Any:
+        """Decode ``data`` read from ``key``; raise ``SerializationError`` if not bound to it."""
         ...
 
 

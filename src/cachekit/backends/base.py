@@ -11,7 +11,8 @@ sending a value over their size limit, and nothing else for ordinary misses.
 
 Optional capabilities are separate protocols a policy may ask for with
 ``isinstance``: ``SupportsCompareAndSet`` (versioned writes),
-``SupportsServerStats`` (server-wide counters) and ``SupportsEvictionCounts``.
+``SupportsServerStats`` (server-wide counters), ``SupportsEvictionCounts`` and
+``SupportsDropPrefix`` (free a cleared namespace's memory at once).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ __all__ = [
     "Backend",
     "Missing",
     "SupportsCompareAndSet",
+    "SupportsDropPrefix",
     "SupportsEvictionCounts",
     "SupportsServerStats",
 ]
@@ -136,4 +138,18 @@ class SupportsEvictionCounts(Protocol):
 
     def eviction_counts(self) -> tuple[int, int]:
         """Return ``(capacity_evictions, expirations)`` so far."""
+        ...
+
+
+@runtime_checkable
+class SupportsDropPrefix(Protocol):
+    """Removing every entry under a key prefix at once (in-process stores, where it is cheap).
+
+    Used after a namespace ``clear()`` so the old entries free their memory
+    instead of waiting to be pushed out; what it removes is not counted as an
+    eviction.
+    """
+
+    def drop_prefix(self, prefix: str) -> int:
+        """Remove every entry whose key starts with ``prefix``; return how many."""
         ...
