@@ -25,6 +25,8 @@ _REGISTRY: dict[str, tuple[str | type[Backend], str | None]] = {
     "unix": ("cachekit.backends.redis:RedisBackend", "redis"),
     "redis+cluster": ("cachekit.backends.redis:RedisClusterBackend", "redis"),
     "rediss+cluster": ("cachekit.backends.redis:RedisClusterBackend", "redis"),
+    "redis+sentinel": ("cachekit.backends.sentinel:RedisSentinelBackend", "redis"),
+    "rediss+sentinel": ("cachekit.backends.sentinel:RedisSentinelBackend", "redis"),
     "memcached": ("cachekit.backends.memcached:MemcachedBackend", "memcached"),
 }
 
