@@ -1,0 +1,410 @@
+"""FAILOVER tests: a Cache over Redis Sentinel and over Redis Cluster while a master is SIGKILLed.
+
+Each test starts its own servers on free loopback ports (a master, a replica
+and three Sentinels; or a six-node cluster), never the shared test servers.
+The two failover tests take about 10-15 s each; run only them with
+``pytest tests/test_failover.py``.
+
+What they show, with 8 threads calling ``get_or_load`` against a versioned
+"database" while one thread writes through the cache:
+
+- while the master is gone every call falls open (nothing is raised to a
+  caller) and each call returns within a bounded time;
+- the circuit breaker closes again on the promoted replica within seconds;
+- no call ever returns a value older than the last write that had completed
+  before the call started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+import cachekit as ck
+from tests.faultkit import free_port, wait_for_port
+
+SERVICE = "ckmaster"
+
+
+def _eventually(check: Callable[[], bool], timeout: float, what: str) -> float:
+    """Poll ``check`` until it is true; return the seconds it took (fail after ``timeout``)."""
+    started = time.monotonic()
+    while not check():
+        if time.monotonic() - started > timeout:
+            pytest.fail(f"{what}: not within {timeout} s")
+        time.sleep(0.02)
+    return time.monotonic() - started
+
+
+def _answers(check: Callable[[], Any]) -> bool:
+    """True if ``check()`` is truthy and raises no redis-py error."""
+    try:
+        return bool(check())
+    except (redis.RedisError, OSError):
+        return False
+
+
+# ---------------------------------------------------------------- private server processes
+
+
+class RedisProcess:
+    """One private redis-server (or Sentinel) with extra arguments, SIGKILLed on exit."""
+
+    def __init__(self, workdir: Path, name: str, args: list[str], port: int | None = None) -> None:
+        if shutil.which("redis-server") is None:
+            raise RuntimeError("redis-server is not installed; run `make test`, which installs it")
+        self.port = port or free_port()
+        self.dir = workdir / name
+        self.dir.mkdir()
+        self.args = args
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, *, config: str | None = None) -> RedisProcess:
+        cmd = ["redis-server"]
+        if config is not None:
+            conf = self.dir / "redis.conf"
+            conf.write_text(config)
+            cmd.append(str(conf))
+        cmd += ["--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir)]
+        cmd += ["--save", "", "--appendonly", "no", *self.args]
+        with open(self.dir / "log", "ab") as log:
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        wait_for_port(self.port)
+        return self
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(port=self.port, socket_timeout=2, socket_connect_timeout=2)
+
+    def kill(self) -> None:
+        """SIGKILL (no clean shutdown) and wait until the process is gone."""
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=10)
+            self.proc = None
+
+
+@contextlib.contextmanager
+def _workdir(prefix: str) -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@dataclass
+class SentinelGroup:
+    """A master, one replica and three Sentinels watching them as ``SERVICE``."""
+
+    master: RedisProcess
+    replica: RedisProcess
+    sentinels: list[RedisProcess]
+    password: str | None = None
+
+    @property
+    def url(self) -> str:
+        hosts = ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels)
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis+sentinel://{auth}{hosts}/{SERVICE}/0"
+
+    def master_port(self) -> int:
+        """The master's port as the first Sentinel reports it."""
+        with self.sentinels[0].client() as s:
+            return int(s.sentinel_get_master_addr_by_name(SERVICE)[1])
+
+
+@contextlib.contextmanager
+def sentinel_group(password: str | None = None) -> Iterator[SentinelGroup]:
+    """Start a master, a replica of it and three Sentinels; wait until they all see each other."""
+    auth = ["--requirepass", password, "--masterauth", password] if password else []
+    with _workdir("ck-sentinel-") as work:
+        master = RedisProcess(work, "master", auth).start()
+        replica = RedisProcess(
+            work, "replica", [*auth, "--replicaof", "127.0.0.1", str(master.port)]
+        )
+        replica.start()
+        sentinels = []
+        for i in range(3):
+            s = RedisProcess(work, f"sentinel{i}", ["--sentinel"])
+            lines = [
+                f"sentinel monitor {SERVICE} 127.0.0.1 {master.port} 2",
+                f"sentinel down-after-milliseconds {SERVICE} 1000",
+                f"sentinel failover-timeout {SERVICE} 5000",
+                f"sentinel parallel-syncs {SERVICE} 1",
+            ]
+            if password:
+                lines.append(f"sentinel auth-pass {SERVICE} {password}")
+            sentinels.append(s)
+            s.start(config="\n".join(lines) + "\n")
+        group = SentinelGroup(master, replica, sentinels, password)
+        try:
+
+            def ready() -> bool:
+                for s in sentinels:
+                    with s.client() as c:
+                        if len(c.sentinel_sentinels(SERVICE)) < 2:
+                            return False
+                        if not [r for r in c.sentinel_slaves(SERVICE) if not r["is_sdown"]]:
+                            return False
+                with replica.client() as r:
+                    if password:
+                        r.execute_command("AUTH", password)
+                    return bool(r.info("replication")["master_link_status"] == "up")
+
+            _eventually(lambda: _answers(ready), 20, "Sentinels did not see each other")
+            yield group
+        finally:
+            for p in [*sentinels, replica, master]:
+                p.kill()
+
+
+@dataclass
+class ClusterGroup:
+    """Six cluster nodes: three masters, each with one replica."""
+
+    nodes: list[RedisProcess] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes[:3])
+
+    def by_port(self, port: int) -> RedisProcess:
+        return next(n for n in self.nodes if n.port == port)
+
+
+@contextlib.contextmanager
+def cluster_group() -> Iterator[ClusterGroup]:
+    """Start six nodes and join them as a 3-master, 3-replica cluster (``redis-cli --cluster``)."""
+    with _workdir("ck-cluster-") as work:
+        group = ClusterGroup()
+        try:
+            for i in range(6):
+                node = RedisProcess(
+                    work,
+                    f"node{i}",
+                    [
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        "nodes.conf",
+                        "--cluster-node-timeout",
+                        "1000",
+                    ],
+                )
+                group.nodes.append(node.start())
+            subprocess.run(
+                [
+                    "redis-cli",
+                    "--cluster",
+                    "create",
+                    *(f"127.0.0.1:{n.port}" for n in group.nodes),
+                    "--cluster-replicas",
+                    "1",
+                    "--cluster-yes",
+                ],
+                check=True,
+                capture_output=True,
+                timeout=30,
+            )
+
+            def ready() -> bool:
+                for n in group.nodes:
+                    with n.client() as c:
+                        info = c.execute_command("CLUSTER INFO").decode()
+                        if "cluster_state:ok" not in info or "cluster_known_nodes:6" not in info:
+                            return False
+                        if n.port != group.nodes[0].port:
+                            continue
+                        roles = c.execute_command("CLUSTER NODES").decode()
+                        if roles.count("slave") != 3 or "fail" in roles:
+                            return False
+                return True
+
+            _eventually(lambda: _answers(ready), 20, "cluster did not form")
+            yield group
+        finally:
+            for n in group.nodes:
+                n.kill()
+
+
+# ---------------------------------------------------------------- the workload
+
+
+class Database:
+    """The source of truth: a version per key.
+
+    ``done`` is, per key, the last version whose cache write has finished.
+    """
+
+    def __init__(self, keys: list[str]) -> None:
+        self.lock = threading.Lock()
+        self.rows = dict.fromkeys(keys, 0)
+        self.done = dict.fromkeys(keys, 0)
+
+    def read(self, key: str) -> int:
+        with self.lock:
+            return self.rows[key]
+
+    def commit(self, key: str) -> int:
+        with self.lock:
+            self.rows[key] += 1
+            return self.rows[key]
+
+
+@dataclass
+class Timeline:
+    """What the workload saw, in seconds on ``time.monotonic()``."""
+
+    calls: int = 0
+    slowest: float = 0.0
+    raised: list[BaseException] = field(default_factory=list)
+    stale: list[tuple[str, int, int]] = field(default_factory=list)
+    writes: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class Workload:
+    """8 readers calling ``get_or_load`` and one writer calling ``Cache.write``, until stopped."""
+
+    def __init__(self, cache: ck.Cache, keys: list[str], readers: int = 8) -> None:
+        self.cache = cache
+        self.keys = keys
+        self.db = Database(keys)
+        self.seen = Timeline()
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._read, args=(i,)) for i in range(readers)]
+        self._threads.append(threading.Thread(target=self._write))
+
+    def _read(self, seed: int) -> None:
+        i = seed
+        while not self._stop.is_set():
+            i += 1
+            key = self.keys[i % len(self.keys)]
+            floor = self.db.done[key]
+            started = time.monotonic()
+            try:
+                value = self.cache.get_or_load(key, functools.partial(self.db.read, key))
+            except BaseException as exc:
+                with self.seen.lock:
+                    self.seen.raised.append(exc)
+                continue
+            took = time.monotonic() - started
+            with self.seen.lock:
+                self.seen.calls += 1
+                self.seen.slowest = max(self.seen.slowest, took)
+                if value < floor:
+                    self.seen.stale.append((key, value, floor))
+            time.sleep(0.002)  # 2 cores are shared: leave some for the servers
+
+    def _write(self) -> None:
+        i = 0
+        while not self._stop.is_set():
+            i += 1
+            key = self.keys[i % len(self.keys)]
+            try:
+                version = self.cache.write(key, functools.partial(self.db.commit, key))
+            except BaseException as exc:
+                with self.seen.lock:
+                    self.seen.raised.append(exc)
+                continue
+            with self.db.lock:
+                self.db.done[key] = max(self.db.done[key], version)
+            self.seen.writes += 1
+            time.sleep(0.02)
+
+    def __enter__(self) -> Workload:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=30)
+
+
+def _watch_failover(
+    cache: ck.Cache, promoted: Callable[[], bool], timeout: float = 20.0
+) -> dict[str, float]:
+    """After a kill: seconds until the outage was seen, the replica promoted, the breaker closed.
+
+    "Closed" means: the breaker is closed with no failures counted and the
+    cache answers hits again (so calls really reach the promoted master).
+    """
+    start = time.monotonic()
+    marks: dict[str, float] = {}
+    hits = cache.stats().hits
+    while time.monotonic() - start < timeout:
+        now = time.monotonic() - start
+        stats = cache.stats()
+        if "first_error" not in marks and stats.errors:
+            marks["first_error"] = now
+        if "breaker_opened" not in marks and cache.breaker.is_open:
+            marks["breaker_opened"] = now
+        if "promoted" not in marks and _answers(promoted):
+            marks["promoted"] = now
+        healthy = not cache.breaker.is_open and not cache.breaker.failures
+        if "promoted" in marks and healthy and stats.hits > hits:
+            marks["closed"] = now
+            return marks
+        hits = stats.hits
+        time.sleep(0.05)
+    pytest.fail(f"no recovery within {timeout} s after the kill: {marks}")
+
+
+def _check(load: Workload, marks: dict[str, float], bound: float = 2.0) -> None:
+    """Nothing raised, each call bounded, nothing older than a finished write; outage seen."""
+    seen = load.seen
+    assert seen.raised == [], seen.raised[:3]
+    assert seen.stale == [], f"{len(seen.stale)} stale answers, e.g. {seen.stale[:3]}"
+    assert seen.calls > 100 and seen.writes > 20
+    # a correctness bound (several 250 ms deadlines), not a speed figure
+    assert seen.slowest < bound, f"one call took {seen.slowest:.2f} s"
+    assert marks["first_error"] < marks["promoted"] <= marks["closed"]
+
+
+# ---------------------------------------------------------------- Sentinel
+
+
+def test_sentinel_master_killed_calls_fall_open_and_the_breaker_closes_on_the_new_master(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with sentinel_group() as group:
+        old = group.master.port
+        cache = ck.Cache.from_url(
+            group.url, namespace="fo-" + uuid.uuid4().hex[:8], ttl=60, policy=ck.WriteThrough()
+        )
+        keys = [f"item:{i}" for i in range(8)]
+        try:
+            with Workload(cache, keys) as load:
+                _eventually(lambda: load.seen.calls > 200, 10, "warm-up")
+                assert not cache.stats().errors
+                group.master.kill()
+                marks = _watch_failover(cache, lambda: group.master_port() != old)
+                time.sleep(1.0)  # keep going on the new master
+            assert group.master_port() == group.replica.port
+            _check(load, marks)
+            # the entries written after the failover are on the promoted master
+            with group.replica.client() as raw:
+                assert raw.exists(cache.full_key(keys[0]))
+            with capsys.disabled():
+                print(
+                    f"\nsentinel failover (s after SIGKILL): {marks}; slowest call "
+                    f"{load.seen.slowest:.3f} s; {load.seen.calls} calls"
+                )
+        finally:
+            cache.close()
