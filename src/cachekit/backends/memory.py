@@ -1,15 +1,18 @@
-"""In-process backend: cachetools' ``LRUCache`` plus per-entry TTL, with lock-free reads.
+"""In-process backend: a dict of entries, an eviction policy (LRU or W-TinyLFU), an expiry heap.
 
-cachetools decides what to evict for capacity (least recently used first);
-a heap of ``(expiry, key)`` tuples removes expired entries before that, and
-counts them apart, exactly. (cachetools' own ``TLRUCache`` does the same with
-a heap of Python objects compared in Python: four times slower per insert.)
+The policy (``eviction.py``) decides what to evict for capacity; a heap of
+``(expiry, key)`` tuples removes expired entries before that, and counts them
+apart, exactly. A key that leaves before its heap item comes up (overwritten,
+deleted, evicted, dropped) leaves a stale item behind; stale items at the top
+are popped at once, and the heap is rebuilt from the live entries whenever it
+holds more than twice as many items as there are entries, so churn never
+grows it past that bound.
 
-cachetools' caches are not thread-safe, so writes take a lock; reads do not:
-they look up a plain dict that mirrors the cache, and record the key in a
-bounded buffer that is replayed into the LRU order on the next write (the
-read-buffer design of Caffeine). Under heavy contention a few recency updates
-may be dropped; correctness of expiry and capacity is never affected.
+Writes take a lock; reads do not: they look up the plain dict of entries and
+record the key in a bounded buffer that is replayed into the policy on the
+next write (the read-buffer design of Caffeine). Under heavy contention a few
+recency updates may be dropped; correctness of expiry and capacity is never
+affected.
 
 Values are kept as the objects they are unless the ``Cache`` is given a
 serializer, so a read returns the stored object itself: do not mutate it.
@@ -18,55 +21,63 @@ serializer, so a read returns the stored object itself: do not mutate it.
 from __future__ import annotations
 
 import collections
-import contextlib
 import heapq
 import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
-
-from cachetools import LRUCache
 
 from ..errors import ConfigurationError, ValueTooLargeError
 from .base import MISSING, Backend
+from .eviction import POLICIES, EvictionPolicy
 
 __all__ = ["MemoryBackend"]
 
 Entry = tuple[Any, float]  # (value, absolute expiry on the backend's timer)
 
-if TYPE_CHECKING:
-    _LRU = LRUCache[str, Entry]
-else:
-    _LRU = LRUCache
+_SLACK = 16  # stale heap items allowed beyond twice the entries (tiny stores rebuild less)
 
 
-class _Store(_LRU):
-    """An LRUCache that expires entries by a heap, keeps the readers' mirror in step, counts."""
+class _Store:
+    """Entries, their eviction policy and their expiry heap, with exact eviction counts.
 
-    def __init__(self, maxsize: int, timer: Callable[[], float], mirror: dict[str, Entry]):
-        super().__init__(maxsize)
+    Every method runs under the backend's lock; ``data`` alone is read without it.
+    """
+
+    def __init__(self, policy: EvictionPolicy, timer: Callable[[], float]) -> None:
+        self.data: dict[str, Entry] = {}
+        self.policy = policy
         self.timer = timer
-        self.mirror = mirror
         self.heap: list[tuple[float, str]] = []
         self.capacity_evictions = 0
         self.expirations = 0
 
-    def __setitem__(self, key: str, entry: Entry) -> None:
+    def put(self, key: str, entry: Entry) -> None:
+        """Store ``entry`` (not yet expired) under ``key``, evicting for room if needed."""
         self.expire()  # expired entries leave before any live one is evicted for room
-        super().__setitem__(key, entry)
-        if entry[1] != math.inf:
-            heapq.heappush(self.heap, (entry[1], key))
-            if len(self.heap) > 2 * len(self.mirror) + 64:  # overwritten keys leave stale items
-                self.heap = [(e[1], k) for k, e in self.mirror.items() if e[1] != math.inf]
-                heapq.heapify(self.heap)
+        data = self.data
+        old = data.get(key)
+        data[key] = entry
+        if old is None:
+            victim = self.policy.insert(key)
+            if victim is not None:
+                del data[victim]
+                self.capacity_evictions += 1
+        else:
+            self.policy.access(key, False)
+        expires = entry[1]
+        if expires != math.inf and (old is None or old[1] != expires):
+            heapq.heappush(self.heap, (expires, key))
+        self._tidy()
 
-    def popitem(self) -> tuple[str, Entry]:
-        key, entry = super().popitem()
-        self.mirror.pop(key, None)
-        self.capacity_evictions += 1
-        return key, entry
+    def remove(self, key: str) -> Entry | None:
+        """Remove ``key`` (counted by the caller if at all); return its entry."""
+        entry = self.data.pop(key, None)
+        if entry is not None:
+            self.policy.remove(key)
+        return entry
 
     def expire(self) -> None:
         """Remove every entry whose expiry has passed, counting each once."""
@@ -76,22 +87,53 @@ class _Store(_LRU):
         now = self.timer()
         if now < heap[0][0]:
             return
-        mirror = self.mirror
+        data, policy = self.data, self.policy
         while heap and not now < heap[0][0]:
             expires, key = heapq.heappop(heap)
-            entry = mirror.get(key)
+            entry = data.get(key)
             if entry is not None and entry[1] == expires:  # still the entry that item was for
-                LRUCache.__delitem__(self, key)
-                del mirror[key]
+                del data[key]
+                policy.remove(key)
                 self.expirations += 1
 
+    def _tidy(self) -> None:
+        """Drop stale items from the heap's top; rebuild it if stale items outnumber live ones."""
+        heap, data = self.heap, self.data
+        while heap:
+            expires, key = heap[0]
+            entry = data.get(key)
+            if entry is not None and entry[1] == expires:
+                break
+            heapq.heappop(heap)
+        if len(heap) > 2 * len(data) + _SLACK:
+            self.heap = [(e[1], k) for k, e in data.items() if e[1] != math.inf]
+            heapq.heapify(self.heap)
+
     def clear(self) -> None:
-        super().clear()
-        self.heap.clear()
+        """Forget every entry (not counted as evictions)."""
+        self.data.clear()
+        self.policy.clear()
+        self.heap = []
+
+
+def _check_int(name: str, value: object, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigurationError(f"MemoryBackend {name} must be an integer, got {value!r}")
+    if value < minimum:
+        raise ConfigurationError(f"MemoryBackend {name} must be >= {minimum}, got {value}")
+    return value
+
+
+_URL_INTS = ("maxsize", "max_value_size", "read_buffer")
+_OPTIONS = frozenset((*_URL_INTS, "timer", "policy"))
 
 
 class MemoryBackend(Backend):
-    """A bounded in-process store with per-entry TTL; ``timer`` is injectable for tests."""
+    """A bounded in-process store with per-entry TTL; ``timer`` is injectable for tests.
+
+    ``policy`` is ``"lru"`` (the default) or ``"tinylfu"`` (W-TinyLFU: better
+    hit ratios on skewed and looping workloads, see docs/memory.md).
+    """
 
     schemes = ("memory",)
     local = True
@@ -103,32 +145,49 @@ class MemoryBackend(Backend):
         timer: Callable[[], float] = time.monotonic,
         max_value_size: int | None = None,
         read_buffer: int = 4096,
+        policy: str = "lru",
     ) -> None:
-        if maxsize < 1:
-            raise ConfigurationError(f"MemoryBackend maxsize must be >= 1, got {maxsize}")
-        self.maxsize = maxsize
+        self.maxsize = _check_int("maxsize", maxsize, 1)
+        if max_value_size is not None:
+            _check_int("max_value_size", max_value_size, 0)
+        _check_int("read_buffer", read_buffer, 1)
+        if not callable(timer):
+            raise ConfigurationError(f"MemoryBackend timer must be callable, got {timer!r}")
+        if not isinstance(policy, str) or policy.lower() not in POLICIES:
+            raise ConfigurationError(
+                f"MemoryBackend policy must be one of {', '.join(POLICIES)}, got {policy!r}"
+            )
+        self.policy = policy.lower()
         self.max_value_size = max_value_size
         self._timer = timer
-        self._mirror: dict[str, Entry] = {}
-        self._store = _Store(maxsize, timer, self._mirror)
+        self._store = _Store(POLICIES[self.policy](maxsize), timer)
+        self._mirror = self._store.data
         self._lock = threading.Lock()
         self._reads: collections.deque[str] = collections.deque(maxlen=read_buffer)
         self._touch = self._reads.append
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> MemoryBackend:
-        """Build from ``memory://?maxsize=10000``."""
-        query = {k: v[-1] for k, v in parse_qs(urlsplit(url).query).items()}
+        """Build from ``memory://?maxsize=10000&policy=tinylfu``."""
+        query = {k: v[-1] for k, v in parse_qs(urlsplit(url).query, keep_blank_values=True).items()}
         kwargs: dict[str, Any] = {}
-        for name in ("maxsize", "max_value_size", "read_buffer"):
+        for name in _URL_INTS:
             if name in query:
+                raw = query.pop(name)
                 try:
-                    kwargs[name] = int(query.pop(name))
+                    kwargs[name] = int(raw)
                 except ValueError as exc:
-                    raise ConfigurationError(f"memory:// {name} must be an integer") from exc
+                    raise ConfigurationError(
+                        f"memory:// {name} must be an integer, got {raw!r}"
+                    ) from exc
+        if "policy" in query:
+            kwargs["policy"] = query.pop("policy")
         query.pop("serializer", None)  # consumed by Cache.from_url
         if query:
             raise ConfigurationError(f"unknown memory:// options: {', '.join(sorted(query))}")
+        unknown = set(options) - _OPTIONS
+        if unknown:
+            raise ConfigurationError(f"unknown MemoryBackend options: {', '.join(sorted(unknown))}")
         kwargs.update(options)
         return cls(**kwargs)
 
@@ -155,11 +214,11 @@ class MemoryBackend(Backend):
     # -- writes: under the lock
 
     def _drain_reads(self) -> None:
-        store, reads = self._store, self._reads
+        reads, data, access = self._reads, self._mirror, self._store.policy.access
         while reads:
             key = reads.popleft()
-            with contextlib.suppress(KeyError):
-                store[key]  # moves the key to the most-recently-used end
+            if key in data:
+                access(key, True)
 
     def _entry(self, value: Any, ttl: float | None) -> Entry:
         limit = self.max_value_size
@@ -171,14 +230,12 @@ class MemoryBackend(Backend):
         if not self._timer() < entry[1]:  # already expired (ttl <= 0): drop any old entry
             self._remove(key)
             return
-        self._store[key] = entry
-        self._mirror[key] = entry
+        self._store.put(key, entry)
 
     def _remove(self, key: str) -> bool:
-        entry = self._mirror.pop(key, None)
+        entry = self._store.remove(key)
         if entry is None:
             return False
-        del self._store[key]
         if not self._timer() < entry[1]:  # expired but not yet swept: it left by expiry
             self._store.expirations += 1
             return False
@@ -235,6 +292,17 @@ class MemoryBackend(Backend):
             self._put(key, entry)
             return True
 
+    def drop_prefix(self, prefix: str) -> int:
+        """Remove every live entry whose key starts with ``prefix``; return how many."""
+        with self._lock:
+            store = self._store
+            store.expire()  # what has already expired is counted as such, not dropped
+            keys = [key for key in store.data if key.startswith(prefix)]
+            for key in keys:
+                store.remove(key)
+            store._tidy()
+            return len(keys)
+
     def eviction_counts(self) -> tuple[int, int]:
         """Return ``(capacity_evictions, expirations)``, sweeping expired entries first."""
         with self._lock:
@@ -244,11 +312,10 @@ class MemoryBackend(Backend):
     def __len__(self) -> int:
         with self._lock:
             self._store.expire()
-            return len(self._store)
+            return len(self._store.data)
 
     def clear(self) -> None:
         """Drop every entry (all namespaces)."""
         with self._lock:
             self._store.clear()
-            self._mirror.clear()
             self._reads.clear()
