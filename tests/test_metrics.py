@@ -103,6 +103,7 @@ def test_scripted_run_on_memory_backend_exports_exact_counts(
 ) -> None:
     cache = ck.Cache(ck.MemoryBackend(maxsize=4, timer=clock), namespace=namespace, ttl=10)
     register_prometheus(cache, registry)
+    cache.set("x", "x", ttl=100)  # the oldest entry: the one pushed out below
 
     assert cache.get("a") is None  # miss 1
     assert cache.get_or_load("a", lambda: "A") == "A"  # miss 2, load 1
@@ -114,7 +115,8 @@ def test_scripted_run_on_memory_backend_exports_exact_counts(
 
     with pytest.raises(RuntimeError):
         cache.get_or_load("b", boom)  # miss 3, load failure 1
-    # the store holds the namespace version key and "a": two more fill it, a third evicts one
+    # the store holds "x" and "a" (and no namespace record): two more fill it, a third
+    # evicts "x"
     for k in ("c", "d", "e"):
         cache.set(k, k, ttl=100)
     clock.advance(11)  # "a" (ttl 10) expires

@@ -20,19 +20,33 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 from cachetools import LRUCache
 
 from .backends import backend_from_url
-from .backends.base import MISSING, Backend, SupportsCompareAndSet, SupportsEvictionCounts
+from .backends.base import (
+    MISSING,
+    Backend,
+    SupportsCompareAndSet,
+    SupportsDropPrefix,
+    SupportsEvictionCounts,
+)
 from .errors import (
+    BackendRejectedError,
     BackendUnavailableError,
     CacheError,
     ConfigurationError,
     InvalidKeyError,
+    ReentrantLoadError,
     SerializationError,
     ValueTooLargeError,
 )
 from .keys import MAX_KEY_LENGTH, encode_key, namespace_prefix
-from .policies import CacheAside, Policy, TTLLike, as_ttl
+from .policies import CacheAside, Policy, TTLLike, ttl_seconds
 from .resilience import CircuitBreaker
-from .serializers import JsonSerializer, PickleSerializer, Serializer
+from .serializers import (
+    JsonSerializer,
+    KeyBoundSerializer,
+    PassthroughSerializer,
+    PickleSerializer,
+    Serializer,
+)
 from .stats import Counter, Histogram, Stats
 
 __all__ = ["Cache"]
@@ -59,11 +73,16 @@ LoadTTL = TTLLike | Callable[[Any], TTLLike]
 #: Invalidations remembered during an outage; past this the namespace is cleared instead.
 MAX_PENDING_INVALIDATIONS = 10_000
 
+#: Seconds between background attempts to deliver pending invalidations: other
+#: processes may read a value this one invalidated during an outage for about
+#: this long (plus one command deadline) after the server answers again.
+REPLAY_INTERVAL = 0.25
+
 
 class _Flight:
     """One in-progress load that other callers of the same key wait for."""
 
-    __slots__ = ("error", "event", "invalidated", "value")
+    __slots__ = ("error", "event", "invalidated", "thread", "value")
 
     def __init__(self) -> None:
         # created by the first waiter (under the flights lock): most loads have none
@@ -71,6 +90,8 @@ class _Flight:
         self.value: Any = None
         self.error: BaseException | None = None
         self.invalidated = False
+        # the leader's thread: a loader that asks for its own key is caught at once
+        self.thread = threading.get_ident()
 
 
 class _Write:
@@ -134,7 +155,7 @@ def _serializer_from_name(name: str, secret: str | None) -> Serializer | None:
             raise ConfigurationError("serializer=pickle needs a signing key (pickle_key=...)")
         return PickleSerializer(secret.encode())
     if name in ("none", "passthrough"):
-        return None
+        return PassthroughSerializer()  # values go to the backend as they are
     raise ConfigurationError(f"unknown serializer {name!r} (json, pickle, none)")
 
 
@@ -169,9 +190,23 @@ class Cache:
         self.backend = backend
         self.namespace = namespace
         self.policy: Policy = (policy or CacheAside()).with_ttl(ttl)
-        if serializer is None and not backend.local:
+        if isinstance(serializer, PassthroughSerializer):
+            serializer = None  # asked for explicitly: values are stored as they are
+        elif serializer is None and not backend.local:
             serializer = JsonSerializer()
         self.serializer = serializer
+        # payloads bound to the full backend key (signed pickle, encryption) get it
+        self._dumps: Callable[[str, Any], Any] | None = None
+        self._loads: Callable[[str, Any], Any] | None = None
+        if isinstance(serializer, KeyBoundSerializer):
+            self._dumps, self._loads = serializer.dumps_for, serializer.loads_for
+        elif serializer is not None:
+            dumps, loads = serializer.dumps, serializer.loads
+            self._dumps = lambda _key, value: dumps(value)
+            self._loads = lambda _key, data: loads(data)
+        # remote reads always go through _decode: without a serializer it still
+        # has to tell a lease placeholder from a value
+        self._decodes = serializer is not None or not backend.local
         self.fail_open = fail_open
         self.breaker = breaker or CircuitBreaker()
         self._timer = timer
@@ -207,12 +242,23 @@ class Cache:
         self._pending: dict[str, None] = {}
         self._pending_overflow = False
         self._pending_lock = threading.Lock()
+        # held while a replay deletes: a write to a pending key waits for it, so a
+        # replay can never remove a value written after the invalidation it delivers
+        self._replay_lock = threading.Lock()
+        self._replayer: threading.Thread | None = None
+        self._closed = False
         self._incident = False
+        self._rejected_logged: set[str] = set()
         self._replay_after = 0.0
 
         self._ns = _cell_for(backend, namespace)
         self._flights = self._ns.flights
         self._flights_lock = self._ns.flights_lock
+        if not (isinstance(lease_ttl, (int, float)) and 0 < lease_ttl < float("inf")):
+            raise ConfigurationError(
+                f"lease_ttl must be a number of seconds > 0 (it bounds every wait for "
+                f"another caller's load), got {lease_ttl!r}"
+            )
         self.lease_ttl = lease_ttl
         if not 0.0 <= lease_wait <= lease_ttl:
             raise ConfigurationError("lease_wait must be between 0 and lease_ttl seconds")
@@ -295,6 +341,7 @@ class Cache:
 
     def close(self) -> None:
         """Close the backend."""
+        self._closed = True
         self.backend.close()
 
     # ------------------------------------------------------------ keys
@@ -303,6 +350,12 @@ class Cache:
         """Re-read the namespace version from the backend (another process may have cleared)."""
         cell = self._ns
         cell.check_at = self._timer() + self._check_interval
+        if not self._remote:
+            # In process, the shared cell is the only view there is: no record in the
+            # store (it would take a slot and be counted when pushed out).
+            if not cell.prefix:
+                cell.adopt(secrets.token_hex(4))
+            return
         if cell.prefix and self.breaker.open_until and not self.breaker.allow():
             return  # keep the known version; don't pay a timeout while the breaker is open
         try:
@@ -321,7 +374,9 @@ class Cache:
             self._backend_error("namespace", exc, raise_strict=False)
             return
         if self.breaker.failures:
-            self.breaker.record_success()  # we may have been the half-open probe
+            # we may have been the half-open probe (not _backend_ok: a replay from
+            # here could bump the namespace under the lock we hold)
+            self.breaker.record_success()
         if self._pending_overflow:
             # A clear() (or too many invalidations) could not reach the server: the
             # version there is the old one. Deliver the clear now instead of adopting it.
@@ -365,6 +420,22 @@ class Cache:
     def _backend_error(self, operation: str, exc: BaseException, raise_strict: bool = True) -> None:
         """Count and log a backend failure; raise it in strict mode."""
         self._error_counter(operation).incr()
+        if isinstance(exc, BackendRejectedError):
+            # The server answered: this command (or its data) is at fault, not the
+            # server. Never a reason to stop reading from it.
+            if operation not in self._rejected_logged:
+                self._rejected_logged.add(operation)
+                log.warning(
+                    "cachekit: backend %s refused %s for namespace %r (%s); "
+                    "counted, the backend stays in use",
+                    type(self.backend).__name__,
+                    operation,
+                    self.namespace,
+                    exc,
+                )
+            if raise_strict and not self.fail_open:
+                raise exc
+            return
         self._slow = True
         opened = self.breaker.record_failure()
         if not self._incident:
@@ -419,27 +490,67 @@ class Cache:
                     break
                 self._pending[k] = None
             self._slow = True
+            self._start_replayer()
+
+    def _start_replayer(self) -> None:
+        """Start the background replay thread unless it runs (call under the pending lock)."""
+        if self._remote and (self._replayer is None or not self._replayer.is_alive()):
+            self._replayer = threading.Thread(
+                target=self._replay_loop, name=f"cachekit-replay-{self.namespace}", daemon=True
+            )
+            self._replayer.start()
+
+    def _replay_loop(self) -> None:
+        """Deliver pending invalidations as soon as the backend answers, with or without traffic.
+
+        Other processes read whatever the server holds: the sooner a lost
+        invalidation is replayed, the shorter they can read a value this process
+        invalidated. Each attempt is also the breaker's probe.
+        """
+        stop = threading.Event()
+        while not self._closed and (self._pending or self._pending_overflow):
+            stop.wait(REPLAY_INTERVAL)
+            if self._closed:
+                return
+            with self._pending_lock:
+                if not (self._pending or self._pending_overflow):
+                    return
+            self._replay_pending()
+
+    def _claim(self, fulls: Iterable[str]) -> None:
+        """Before writing ``fulls``: drop their pending invalidations, after any replay in flight.
+
+        A replay that is deleting them finishes first, so it cannot remove the
+        value about to be written.
+        """
+        with self._replay_lock, self._pending_lock:
+            for full in fulls:
+                self._pending.pop(full, None)
 
     def _replay_pending(self) -> None:
-        with self._pending_lock:
-            keys, overflow = list(self._pending), self._pending_overflow
-        try:
-            if overflow:
-                self._bump_namespace()
-            elif keys:
-                self.backend.delete_many(keys)
-        except Exception as exc:
-            # e.g. one pool node still down: retry later, not after every successful call
-            self._replay_after = self._timer() + REPLAY_BACKOFF
-            self._backend_error("replay", exc, raise_strict=False)
-            return
-        if self.breaker.failures:
+        with self._replay_lock:
+            with self._pending_lock:
+                keys, overflow = list(self._pending), self._pending_overflow
+            if not keys and not overflow:
+                return
+            try:
+                if overflow:
+                    self._bump_namespace()
+                else:
+                    self.backend.delete_many(keys)
+            except Exception as exc:
+                # e.g. one pool node still down: retry later, not after every successful call
+                self._replay_after = self._timer() + REPLAY_BACKOFF
+                self._backend_error("replay", exc, raise_strict=False)
+                return
+            with self._pending_lock:
+                for k in keys:
+                    self._pending.pop(k, None)
+                if overflow:
+                    self._pending_overflow = False
+        if self.breaker.failures or self.breaker.open_until:
             self.breaker.record_success()  # the replay may have been the half-open probe
-        with self._pending_lock:
-            for k in keys:
-                self._pending.pop(k, None)
-            if overflow:
-                self._pending_overflow = False
+        self._slow = self._careful or bool(self._pending) or bool(self.breaker.failures)
         log.info(
             "cachekit: replayed %s lost invalidation(s) for namespace %r",
             "a namespace clear for" if overflow else len(keys),
@@ -448,32 +559,37 @@ class Cache:
 
     # ------------------------------------------------------------ encoding
 
-    def _encode(self, value: Any, key: str | None = None) -> Any:
-        if self.serializer is None:
+    def _encode(self, value: Any, full: str, key: str | None = None) -> Any:
+        """Serialize ``value`` for storage under the backend key ``full``."""
+        if self._dumps is None:
+            if isinstance(value, bytes) and value.startswith(LEASE_MARK):
+                raise SerializationError("a raw value may not start with cachekit's lease marker")
             return value
-        data = self.serializer.dumps(value)
+        data = self._dumps(full, value)
         limit = self._max_value
         if limit is not None and len(data) > limit:
             raise ValueTooLargeError(len(data), limit, key)
         return data
 
-    def _undecodable(self, raw: bytes) -> bool:
-        if self.serializer is None:
+    def _undecodable(self, full: str, raw: bytes) -> bool:
+        if self._loads is None:
             return False
         try:
-            self.serializer.loads(raw)
-        except SerializationError:
+            self._loads(full, raw)
+        except Exception:
             return True
         return False
 
     def _decode(self, full: str, raw: Any) -> Any:
-        if self.serializer is None:
-            return raw
-        try:
-            return self.serializer.loads(raw)
-        except SerializationError as exc:
+        if self._loads is None:
             if isinstance(raw, bytes) and raw.startswith(LEASE_MARK):
                 return MISSING  # another caller is loading this key: a plain miss
+            return raw
+        try:
+            return self._loads(full, raw)
+        except Exception as exc:  # a crafted or corrupt entry is a miss, whatever it raises
+            if isinstance(raw, bytes) and raw.startswith(LEASE_MARK):
+                return MISSING  # a lease: no serializer's output starts with a NUL byte
             self._error_counter("decode").incr()
             log.warning(
                 "cachekit: undecodable entry %r in namespace %r treated as a miss: %s",
@@ -501,7 +617,7 @@ class Cache:
         if raw is MISSING:
             self._miss()
             return MISSING
-        if self.serializer is not None:
+        if self._decodes:
             raw = self._decode(full, raw)
             if raw is MISSING:
                 self._miss()
@@ -528,6 +644,12 @@ class Cache:
                 return self._stale_or_miss(full)
         if self.breaker.open_until and self._skip("get"):
             return self._stale_or_miss(full)
+        if (self._pending or self._pending_overflow) and self.breaker.open_until:
+            # This call is the half-open probe: deliver the lost invalidations first,
+            # so a recovered server never answers with a value this process dropped.
+            self._replay_pending()
+            if self.breaker.open_until:
+                return self._stale_or_miss(full)
         try:
             raw = self._backend_get(full)
         except Exception as exc:
@@ -538,7 +660,7 @@ class Cache:
         if raw is MISSING:
             self._miss()
             return MISSING
-        if self.serializer is not None:
+        if self._decodes:
             raw = self._decode(full, raw)
             if raw is MISSING:
                 self._miss()
@@ -613,11 +735,16 @@ class Cache:
         if self.breaker.failures or self._pending:
             self._backend_ok()
         out: dict[str, Any] = {}
-        loads = self.serializer.loads if self.serializer is not None else None
+        loads = self._loads
         for full, raw in found.items():
             try:
-                out[fulls[full]] = raw if loads is None else loads(raw)
-            except SerializationError:  # a lease, or a corrupt entry: counted and logged
+                if loads is None:
+                    if isinstance(raw, bytes) and raw.startswith(LEASE_MARK):
+                        continue  # a load in progress: a miss
+                    out[fulls[full]] = raw
+                else:
+                    out[fulls[full]] = loads(full, raw)
+            except Exception:  # a lease, or a corrupt entry: counted and logged
                 value = self._decode(full, raw)
                 if value is not MISSING:
                     out[fulls[full]] = value
@@ -630,26 +757,40 @@ class Cache:
     # ------------------------------------------------------------ writes
 
     def _ttl_seconds(self, ttl: TTLLike) -> float | None:
-        return as_ttl(ttl, self.policy.ttl).sample()
+        return ttl_seconds(ttl, self.policy.ttl)
 
     def _mark_flight(self, full: str) -> None:
+        """Void a load of ``full`` in progress: its result may be older than this write."""
         if self._flights:
-            flight = self._flights.get(full)
-            if flight is not None:
-                flight.invalidated = True
+            # under the lock: a load stores (in process) only while holding it, so it
+            # either sees this mark or finishes its store before this write's
+            with self._flights_lock:
+                flight = self._flights.get(full)
+                if flight is not None:
+                    flight.invalidated = True
 
     def _store(self, full: str, data: Any, ttl: float | None, lease: bytes | None = None) -> bool:
         """Write ``data``; with ``lease``, only over that lease (compare-and-set)."""
         if self.breaker.open_until and self._skip("set"):
             self._remember_invalidation((full,))
             return False
+        if self._pending:
+            self._claim((full,))
         try:
             if lease is None:
                 self.backend.set(full, data, ttl)
             elif not self.backend.compare_and_set(full, lease, data, ttl):  # type: ignore[attr-defined]
+                if self.breaker.failures or self._pending:
+                    self._backend_ok()  # the server answered (and may be the probe)
                 return False  # a write voided our lease meanwhile: it holds the newer value
         except (ValueTooLargeError, InvalidKeyError):
             raise
+        except BackendRejectedError as exc:
+            # the server refused this value and kept whatever it had: drop that too,
+            # the source has moved on
+            self._backend_error("set", exc)
+            self._drop_quietly(full)
+            return False
         except Exception as exc:
             # the server may still hold an older value: make sure it is dropped later
             self._remember_invalidation((full,))
@@ -660,6 +801,16 @@ class Cache:
             self._backend_ok()
         return True
 
+    def _drop_quietly(self, full: str) -> None:
+        """Delete ``full`` after a refused write; remember it if even that fails."""
+        try:
+            self.backend.delete(full)
+        except BackendRejectedError as exc:
+            self._backend_error("delete", exc, raise_strict=False)
+        except Exception as exc:
+            self._remember_invalidation((full,))
+            self._backend_error("delete", exc, raise_strict=False)
+
     def set(self, key: str, value: Any, ttl: TTLLike = None) -> None:
         """Store ``value`` under ``key``; ``ttl`` ``None`` uses the policy's TTL.
 
@@ -667,20 +818,24 @@ class Cache:
         the backend, so the previous entry stays as it was.
         """
         full = self._full(_checked(key))
-        data = self._encode(value, key)
+        data = self._encode(value, full, key)
+        seconds = self._ttl_seconds(ttl)
         self._mark_flight(full)
         if self._stale is not None:
             self._keep(full, value)  # the newest value, whether or not the backend took it
-        self._store(full, data, self._ttl_seconds(ttl))
+        self._store(full, data, seconds)
 
     def add(self, key: str, value: Any, ttl: TTLLike = None) -> bool:
         """Store ``value`` only if ``key`` is not cached; return whether it was stored."""
         full = self._full(_checked(key))
-        data = self._encode(value, key)
+        data = self._encode(value, full, key)
         if self.breaker.open_until and self._skip("add"):
             return False
+        seconds = self._ttl_seconds(ttl)
+        if self._pending:
+            self._claim((full,))
         try:
-            added = self.backend.add(full, data, self._ttl_seconds(ttl))
+            added = self.backend.add(full, data, seconds)
         except ValueTooLargeError:
             raise
         except Exception as exc:
@@ -692,18 +847,29 @@ class Cache:
 
     def set_many(self, mapping: Mapping[str, Any], ttl: TTLLike = None) -> None:
         """Store every item of ``mapping`` (one round trip on remote backends)."""
-        encoded = {self._full(_checked(k)): self._encode(v, k) for k, v in mapping.items()}
+        encoded = {}
+        for k, v in mapping.items():
+            full = self._full(_checked(k))
+            encoded[full] = self._encode(v, full, k)
         if not encoded:
             return
+        seconds = self._ttl_seconds(ttl)
         for full in encoded:
             self._mark_flight(full)
         if self.breaker.open_until and self._skip("set_many"):
             self._remember_invalidation(encoded)
             return
+        if self._pending:
+            self._claim(encoded)
         try:
-            self.backend.set_many(encoded, self._ttl_seconds(ttl))
+            self.backend.set_many(encoded, seconds)
         except ValueTooLargeError:
             raise
+        except BackendRejectedError as exc:
+            self._backend_error("set_many", exc)
+            for full in encoded:
+                self._drop_quietly(full)
+            return
         except Exception as exc:
             self._remember_invalidation(encoded)
             self._backend_error("set_many", exc)
@@ -752,10 +918,14 @@ class Cache:
 
     def _bump_namespace(self) -> None:
         version = secrets.token_hex(4)
-        self.backend.set(self._version_key, version.encode(), None)
+        if self._remote:
+            self.backend.set(self._version_key, version.encode(), None)
         with self._ns.lock:
+            old = self._ns.prefix
             self._ns.adopt(version)
             self._ns.check_at = self._timer() + self._check_interval
+        if not self._remote and isinstance(self.backend, SupportsDropPrefix):
+            self.backend.drop_prefix(old)  # free the old entries now, not when pushed out
 
     def clear(self) -> None:
         """Drop every entry of this namespace (O(1): the namespace version changes)."""
@@ -770,20 +940,36 @@ class Cache:
                 self._ns.adopt("local-" + secrets.token_hex(4))
             with self._pending_lock:
                 self._pending_overflow = True
+                self._slow = True
+                self._start_replayer()
             self._backend_error("clear", exc)
 
     # ------------------------------------------------------------ loading
 
-    def _join(self, full: str) -> tuple[_Flight, bool]:
-        """Return the flight for ``full`` and whether this caller leads it."""
+    def _join(self, full: str, fresh: bool = False) -> tuple[_Flight, bool]:
+        """Return the flight for ``full`` and whether this caller leads it.
+
+        With ``fresh`` (``refresh``) a load in progress is voided and replaced.
+        """
         with self._flights_lock:
             flight = self._flights.get(full)
+            if (
+                flight is not None
+                and not flight.invalidated
+                and not fresh
+                and flight.thread == threading.get_ident()
+            ):
+                raise ReentrantLoadError(
+                    f"the loader of {full!r} asked for its own key: it would wait on itself"
+                )
             # A load that a write has voided may return a value older than that write:
             # a caller arriving now must not wait for it, but start a fresh load.
             if flight is not None and not flight.invalidated:
-                if flight.event is None:
-                    flight.event = threading.Event()
-                return flight, False
+                if not fresh:
+                    if flight.event is None:
+                        flight.event = threading.Event()
+                    return flight, False
+                flight.invalidated = True
             flight = self._flights[full] = _Flight()
             return flight, True
 
@@ -795,13 +981,41 @@ class Cache:
         if event is not None:
             event.set()
 
-    def _wait(self, flight: _Flight) -> Any:
+    def _wait(self, flight: _Flight, loader: Callable[[], Any] | None = None) -> Any:
+        """Wait for another caller's load; after ``lease_ttl`` s, load without it."""
         self._c_coalesced.incr()
         assert flight.event is not None  # set by _join for every waiter
-        flight.event.wait()
+        if not flight.event.wait(self.lease_ttl):
+            # Never wait forever (a hung loader, or two loads waiting on each other
+            # across threads): load ourselves, and store nothing, as the other load may.
+            log.warning(
+                "cachekit: waited %.1f s for another load in namespace %r; loading without it",
+                self.lease_ttl,
+                self.namespace,
+            )
+            if loader is None:
+                return MISSING
+            return self._run_loader(loader)
         if flight.error is not None:
             raise flight.error
         return flight.value
+
+    def _run_loader(self, loader: Callable[[], T]) -> T:
+        """Call ``loader``, counting the load (or its failure) and its duration."""
+        started = time.perf_counter()
+        try:
+            value = loader()
+        except BaseException:
+            self._c_load_failures.incr()
+            raise
+        self._c_loads.incr()
+        self.load_duration.observe(time.perf_counter() - started)
+        return value
+
+    def _answered(self) -> None:
+        """Note that the backend answered (it may have been the half-open probe)."""
+        if self.breaker.failures or self.breaker.open_until or self._pending:
+            self._backend_ok()
 
     def _take_lease(self, full: str) -> tuple[bytes | None, bool]:
         """Put a lease on a missing key so a concurrent write can void a stale load.
@@ -815,23 +1029,42 @@ class Cache:
         token = LEASE_MARK + secrets.token_hex(8).encode()
         try:
             if self.backend.add(full, token, self.lease_ttl):
-                if self.breaker.failures:
-                    self._backend_ok()  # the lease may have been the half-open probe
+                self._answered()
                 return token, False
             current = self.backend.get(full)
+            self._answered()
             if isinstance(current, bytes) and current.startswith(LEASE_MARK):
                 return None, current != RELEASED
             # A corrupt entry (not a lease, not decodable): take its place, or the key
             # would never be cached again until it expired.
             if (
                 isinstance(current, bytes)
-                and self._undecodable(current)
+                and self._undecodable(full, current)
                 and self.backend.compare_and_set(full, current, token, self.lease_ttl)  # type: ignore[attr-defined]
             ):
                 return token, False
         except Exception as exc:
             self._backend_error("lease", exc, raise_strict=False)
         return None, False
+
+    def _take_over(self, full: str) -> bytes | None:
+        """For ``refresh``: what the key holds now (or a new lease), to compare-and-set over.
+
+        ``None`` when the backend failed or another caller got in first: then the
+        refreshed value is not stored.
+        """
+        if self.breaker.open_until and not self.breaker.allow():
+            return None
+        try:
+            current = self.backend.get(full)
+            if current is MISSING:
+                token = LEASE_MARK + secrets.token_hex(8).encode()
+                current = token if self.backend.add(full, token, self.lease_ttl) else None
+            self._answered()
+        except Exception as exc:
+            self._backend_error("lease", exc, raise_strict=False)
+            return None
+        return current if isinstance(current, bytes) else None
 
     def _await_lease(self, full: str) -> Any:
         """Wait up to ``lease_wait`` s for another process's load of ``full``; MISSING if none."""
@@ -852,31 +1085,38 @@ class Cache:
                 return MISSING
             pause = min(pause * 2, 0.05)
 
-    def _load(self, full: str, loader: Callable[[], T], ttl: LoadTTL, guard: bool = True) -> T:
+    def _load(self, full: str, loader: Callable[[], T], ttl: LoadTTL, fresh: bool = False) -> T:
         """Run ``loader`` once per key at a time; others wait for its result.
 
-        With ``guard`` (lazy loads) the result is stored only if no write to the
-        key happened meanwhile; without it (``refresh``) it is stored as a write.
+        The result is stored only if no write to the key happened meanwhile: over
+        a lease (remote), or checked and stored under the flights lock (in process).
+        With ``fresh`` (``refresh``) a load in progress is superseded and the value
+        is stored over whatever the key held when the refresh started.
         """
-        flight, leader = self._join(full)
+        flight, leader = self._join(full, fresh)
         if not leader:
-            return self._wait(flight)  # type: ignore[no-any-return]
+            return self._wait(flight, loader)  # type: ignore[no-any-return]
         try:
-            leased = guard and self._leases
-            lease, busy = self._take_lease(full) if leased else (None, False)
-            if busy and self.lease_wait:
-                # another process is loading this key: wait for its value, not the source
-                found = self._await_lease(full)
-                if found is not MISSING:
-                    self._c_coalesced.incr()
-                    flight.value = found
-                    return found  # type: ignore[no-any-return]
+            # While the backend is failing, don't pay a second timeout for a lease or
+            # a store: the value goes to the caller, the cache is skipped.
+            failing = bool(self.breaker.failures)
+            leased = self._leases and not failing
+            lease: bytes | None = None
+            if leased and fresh:
+                lease = self._take_over(full)
+            elif leased:
                 lease, busy = self._take_lease(full)
-            started = time.perf_counter()
+                if busy and self.lease_wait:
+                    # another process is loading this key: wait for its value, not the source
+                    found = self._await_lease(full)
+                    if found is not MISSING:
+                        self._c_coalesced.incr()
+                        flight.value = found
+                        return found  # type: ignore[no-any-return]
+                    lease, busy = self._take_lease(full)
             try:
-                value = loader()
+                value = self._run_loader(loader)
             except BaseException as exc:
-                self._c_load_failures.incr()
                 if lease is not None:
                     self._release_lease(full, lease)  # waiters elsewhere load at once
                 stale = self._stale_value(full) if isinstance(exc, Exception) else MISSING
@@ -888,28 +1128,49 @@ class Cache:
                     return stale  # type: ignore[no-any-return]
                 flight.error = exc
                 raise
-            self._c_loads.incr()
-            self.load_duration.observe(time.perf_counter() - started)
             flight.value = value
-            if not guard or (not flight.invalidated and (lease is not None or not leased)):
-                self._store_loaded(full, value, ttl, lease)
+            if not failing and not flight.invalidated and (lease is not None or not leased):
+                self._store_loaded(full, value, ttl, lease, flight)
+            elif lease is not None:
+                self._release_lease(full, lease)
             return value
         finally:
             self._land(full, flight)
 
-    def _store_loaded(self, full: str, value: Any, ttl: LoadTTL, lease: bytes | None) -> None:
-        """Cache a loaded value (only over our own lease, if any); encode failures are logged."""
-        if callable(ttl):
-            ttl = ttl(value)
-        if self._stale is not None:
-            self._keep(full, value)
+    def _store_loaded(
+        self, full: str, value: Any, ttl: LoadTTL, lease: bytes | None, flight: _Flight
+    ) -> None:
+        """Cache a loaded value unless a write voided its load; encode failures are logged.
+
+        Over a lease the backend's compare-and-set decides; without one the check
+        and the store happen under the flights lock, which every write takes to void
+        a load, so no write can fall between them.
+        """
         try:
-            self._store(full, self._encode(value, full), self._ttl_seconds(ttl), lease)
-        except (SerializationError, ValueTooLargeError) as exc:
+            if callable(ttl):
+                ttl = ttl(value)
+            seconds = self._ttl_seconds(ttl)
+            data = self._encode(value, full)
+        except (SerializationError, ValueTooLargeError, ConfigurationError) as exc:
             self._error_counter("encode").incr()
             log.warning("cachekit: loaded value for %r not cached: %s", full, exc)
             if lease is not None:
                 self._release_lease(full, lease)
+            return
+        try:
+            if lease is not None:
+                if self._store(full, data, seconds, lease) and self._stale is not None:
+                    self._keep(full, value)
+                return
+            with self._flights_lock:
+                if flight.invalidated:
+                    return
+                stored = self._store(full, data, seconds)
+            if stored and self._stale is not None:
+                self._keep(full, value)
+        except (ValueTooLargeError, InvalidKeyError) as exc:
+            self._error_counter("encode").incr()
+            log.warning("cachekit: loaded value for %r not cached: %s", full, exc)
         except CacheError:
             if not self.fail_open:
                 raise
@@ -941,33 +1202,36 @@ class Cache:
         fulls = {k: self._full(k) for k in missing}
         led: dict[str, _Flight] = {}
         waiting: dict[str, _Flight] = {}
-        for k in missing:
-            flight, leader = self._join(fulls[k])
-            (led if leader else waiting)[k] = flight
         try:
+            for k in missing:
+                flight, leader = self._join(fulls[k])
+                (led if leader else waiting)[k] = flight
             if led:
-                leases = {k: self._take_lease(fulls[k])[0] for k in led} if self._leases else {}
-                started = time.perf_counter()
+                failing = bool(self.breaker.failures)
+                leased = self._leases and not failing
+                leases = {k: self._take_lease(fulls[k])[0] for k in led} if leased else {}
                 try:
-                    loaded = dict(loader(list(led)))
+                    loaded = dict(self._run_loader(lambda: loader(list(led))))
                 except BaseException as exc:
                     for flight in led.values():
                         flight.error = exc
-                    self._c_load_failures.incr()
+                    for k, lease in leases.items():
+                        if lease is not None:
+                            self._release_lease(fulls[k], lease)  # others load at once
                     raise
-                self._c_loads.incr()
-                self.load_duration.observe(time.perf_counter() - started)
                 for k, flight in led.items():
+                    lease = leases.get(k)
                     if k not in loaded:
                         flight.value = MISSING
-                        if leases.get(k) is not None:
-                            self._release_lease(fulls[k], leases[k])  # type: ignore[arg-type]
+                        if lease is not None:
+                            self._release_lease(fulls[k], lease)
                         continue
                     value = flight.value = loaded[k]
                     found[k] = value
-                    lease = leases.get(k)
-                    if not flight.invalidated and (lease is not None or not self._leases):
-                        self._store_loaded(fulls[k], value, ttl, lease)
+                    if not failing and not flight.invalidated and (lease is not None or not leased):
+                        self._store_loaded(fulls[k], value, ttl, lease, flight)
+                    elif lease is not None:
+                        self._release_lease(fulls[k], lease)
         finally:
             for k, flight in led.items():
                 self._land(fulls[k], flight)
@@ -986,8 +1250,8 @@ class Cache:
         return self._load(self._full(key), loader, ttl)
 
     def refresh(self, key: str, loader: Callable[[], T], ttl: LoadTTL = None) -> T:
-        """Run ``loader`` now and store its result, whatever is cached."""
-        return self._load(self._full(_checked(key)), loader, ttl, guard=False)
+        """Run ``loader`` now and store its result, unless a write to ``key`` overlaps it."""
+        return self._load(self._full(_checked(key)), loader, ttl, fresh=True)
 
     def write(self, key: str, writer: Callable[[], T], ttl: TTLLike = None) -> T:
         """Run ``writer`` (a write to the source); then store its result or invalidate ``key``.

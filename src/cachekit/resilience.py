@@ -3,6 +3,10 @@
 States: *closed* (calls go through), *open* (calls are skipped until
 ``reset_timeout`` has passed), *half-open* (one probe call is let through; its
 success closes the breaker, its failure opens it again).
+
+A probe whose outcome is never recorded (its caller crashed, or took a path
+that reports nothing) cannot hold the breaker open: after another
+``reset_timeout`` the next call becomes the probe.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ class CircuitBreaker:
         #: When the open breaker lets a probe through; 0.0 while closed.
         self.open_until = 0.0
         self._probing = False
+        self._probe_until = 0.0
         #: How many times the breaker has opened.
         self.opened = 0
 
@@ -51,12 +56,16 @@ class CircuitBreaker:
         """Return whether a call may go to the backend now."""
         if not self.open_until:
             return True
-        if self._timer() < self.open_until:
+        now = self._timer()
+        if now < self.open_until:
             return False
         with self._lock:
-            if self._probing or not self.open_until:
-                return not self.open_until
+            if not self.open_until:
+                return True
+            if self._probing and now < self._probe_until:
+                return False
             self._probing = True
+            self._probe_until = now + self.reset_timeout
             return True
 
     def record_success(self) -> bool:
