@@ -147,7 +147,7 @@ def test_composite_primary_key(db: Db, caches: Callable[..., ck.Cache]) -> None:
     got = repo.get((12, ""))
     assert got is not None and got.v == "3rd"
     assert repo.delete((1, "x")) and repo.get((1, "x")) is None
-    with pytest.raises(TypeError):
+    with pytest.raises(ck.InvalidKeyError):
         repo.get(1)
 
 

@@ -24,10 +24,11 @@ from sqlalchemy.orm import class_mapper
 from ..backends.base import MISSING, SupportsCompareAndSet
 from ..cache import LEASE_MARK, Cache
 from ..keys import stable_repr
-from ..policies import TTLLike, as_ttl
+from ..policies import TTL, Policy, TTLLike, as_ttl
 from .codec import RowCodec, State
+from .identity import IdentityConverter
 
-__all__ = ["DELETED", "ModelBinding", "Op", "binding_for"]
+__all__ = ["DELETED", "ModelBinding", "Op", "binding_for", "resolve_policy"]
 
 log = logging.getLogger("cachekit.sqlalchemy")
 M = TypeVar("M")
@@ -53,6 +54,7 @@ class ModelBinding(Generic[M]):
         self.mapper = mapper
         self.pk_columns = tuple(mapper.primary_key)
         self.single_pk = len(self.pk_columns) == 1
+        self._identity = IdentityConverter(model.__name__, self.pk_columns)
         table = mapper.local_table
         name = getattr(table, "fullname", None) or getattr(table, "name", model.__name__)
         self.parent = cache
@@ -70,19 +72,13 @@ class ModelBinding(Generic[M]):
     # ------------------------------------------------------------ keys
 
     def ident(self, pk: Any) -> tuple[Any, ...]:
-        """Return ``pk`` (a scalar, or a tuple for composite keys) as an identity tuple."""
-        if self.single_pk:
-            if isinstance(pk, tuple):
-                if len(pk) != 1:
-                    raise TypeError(f"{self.model.__name__} has a single-column primary key")
-                return pk
-            return (pk,)
-        if not isinstance(pk, (tuple, list)) or len(pk) != len(self.pk_columns):
-            raise TypeError(
-                f"{self.model.__name__} has a composite primary key of "
-                f"{len(self.pk_columns)} columns; pass a tuple"
-            )
-        return tuple(pk)
+        """Return ``pk`` (a scalar, or a tuple for composite keys) as a normalised identity tuple.
+
+        Each value is converted to its column's Python type (``"5"`` -> ``5`` for an
+        integer key), so every spelling of one row is one cache entry; a value that
+        cannot be converted raises ``InvalidKeyError``.
+        """
+        return self._identity(pk)
 
     def key(self, ident: tuple[Any, ...]) -> str:
         """Return the cache key of a row (``stable_repr`` of its primary key: unambiguous)."""
@@ -90,7 +86,7 @@ class ModelBinding(Generic[M]):
 
     def identity_of(self, obj: Any) -> tuple[Any, ...]:
         """Return the primary-key identity tuple of a mapped instance."""
-        return tuple(self.mapper.primary_key_from_instance(obj))
+        return self._identity(tuple(self.mapper.primary_key_from_instance(obj)))
 
     # ------------------------------------------------------------ in-process write overlap
 
@@ -225,3 +221,22 @@ def binding_for(cache: Cache, model: type[M]) -> ModelBinding[M]:
         if found is None:
             found = per_cache[model] = ModelBinding(cache, model)
         return found
+
+
+def resolve_policy(cache: Cache, policy: Policy | None, ttl: TTLLike) -> tuple[Policy, TTL]:
+    """Return the policy and TTL of a repository or ``track()`` hook over ``cache``.
+
+    The rule of ``Cache(ttl=..., policy=...)``: a policy without an explicit TTL
+    takes the cache's, and a policy TTL that differs from an explicit cache TTL
+    (or from ``ttl``) raises ``ConfigurationError``. ``ttl`` overrides the
+    cache's TTL for this model; no ``policy`` means the cache's policy.
+    """
+    if policy is None:
+        chosen = cache.policy
+    elif ttl is not None:
+        chosen = policy.with_ttl(ttl)
+    elif policy.ttl_given and not cache.policy.ttl_given:
+        chosen = policy
+    else:
+        chosen = policy.with_ttl(cache.policy.ttl)
+    return chosen, as_ttl(ttl, chosen.ttl)

@@ -12,26 +12,32 @@ untouched. See ``docs/sqlalchemy.md`` for the full guarantees.
 from __future__ import annotations
 
 import itertools
+import logging
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Generic, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, lazyload
+from sqlalchemy.orm.exc import StaleDataError
 
 from ..cache import Cache
-from ..errors import SerializationError
+from ..errors import ConfigurationError, SerializationError
 from ..policies import Policy, TTLLike
 from ..stats import Stats
-from .binding import DELETED, ModelBinding, binding_for
+from .binding import DELETED, ModelBinding, binding_for, resolve_policy
 from .codec import State
 
-__all__ = ["REPOSITORY_SESSION", "CachedRepository"]
+__all__ = ["REPOSITORY_SESSION", "UPDATE_RETRIES", "CachedRepository"]
+
+log = logging.getLogger("cachekit.sqlalchemy")
 
 M = TypeVar("M")
 SessionFactory = Callable[[], Session]
 
 #: ``Session.info`` flag on the repository's own write sessions (``track`` skips them).
 REPOSITORY_SESSION = "cachekit.repository"
+#: Default ``retries`` of ``update``: re-reads under a row lock after a ``StaleDataError``.
+UPDATE_RETRIES = 3
 #: Largest ``IN (...)`` list sent in one SELECT by ``get_many``.
 _IN_CHUNK = 500
 
@@ -39,9 +45,12 @@ _IN_CHUNK = 500
 class CachedRepository(Generic[M]):
     """Cached access to the rows of ``model`` by primary key, plus named cached queries.
 
-    ``policy`` defaults to the cache's policy; ``ttl`` to the policy's TTL.
-    ``absent_ttl`` is how long "no such row" is remembered (a later ``add``
-    through the repository or ``track`` makes the row visible at once).
+    ``policy`` defaults to the cache's policy. TTLs follow ``Cache``'s rule: a
+    policy without its own TTL takes the cache's; a policy TTL that differs from
+    an explicit cache TTL or from ``ttl`` raises ``ConfigurationError``; ``ttl``
+    alone overrides the cache's TTL for this model. ``absent_ttl`` is how long
+    "no such row" is remembered (a later ``add`` through the repository or
+    ``track`` makes the row visible at once).
     """
 
     def __init__(
@@ -59,11 +68,10 @@ class CachedRepository(Generic[M]):
         self.cache = cache
         self.binding: ModelBinding[M] = binding_for(cache, model)
         self.codec = self.binding.codec
-        self.policy = policy or cache.policy
+        self.policy, self._ttl = resolve_policy(cache, policy, ttl)
         self._writer = session_factory
         self._readers = tuple(readers or ())
         self._turn = itertools.count()
-        self._ttl: TTLLike = ttl if ttl is not None else (self.policy.ttl if policy else None)
         self._absent_ttl = absent_ttl
         ttl_value, absent = self._ttl, absent_ttl
         self._load_ttl: Callable[[Any], TTLLike] = lambda v: absent if v is None else ttl_value
@@ -130,10 +138,16 @@ class CachedRepository(Generic[M]):
 
     def get_many(self, pks: Iterable[Any]) -> dict[Any, M]:
         """Return ``{pk: instance}`` for the rows that exist; one SELECT for all misses."""
-        wanted: dict[str, tuple[Any, tuple[Any, ...]]] = {}
+        # key -> (the pks passed for it, identity): "5" and 5 are one row, one entry
+        wanted: dict[str, tuple[list[Any], tuple[Any, ...]]] = {}
         for pk in pks:
             ident = self.binding.ident(pk)
-            wanted[self.binding.key(ident)] = (pk, ident)
+            key = self.binding.key(ident)
+            entry = wanted.get(key)
+            if entry is None:
+                wanted[key] = ([pk], ident)
+            else:
+                entry[0].append(pk)
 
         def load(missing: list[str]) -> dict[str, State | None]:
             rows = self._load_many([wanted[k][1] for k in missing])
@@ -145,10 +159,11 @@ class CachedRepository(Generic[M]):
         for key, state in found.items():
             if state is None:
                 continue
-            pk, ident = wanted[key]
+            given, ident = wanted[key]
             obj = self._decode(key, state, lambda i=ident: self._load_one(i))  # type: ignore[misc]
             if obj is not None:
-                out[pk] = obj
+                for pk in given:
+                    out[pk] = obj
         return out
 
     def query(self, name: str, stmt: sa.Select[Any], ttl: TTLLike = None) -> list[M]:
@@ -199,16 +214,38 @@ class CachedRepository(Generic[M]):
             self._commit(session, {key: state})
         return obj
 
-    def update(self, pk: Any, **changes: Any) -> M | None:
-        """Set ``changes`` on row ``pk``, commit, then cache it; ``None`` if it does not exist."""
+    def update(self, pk: Any, /, *, retries: int = UPDATE_RETRIES, **changes: Any) -> M | None:
+        """Set ``changes`` on row ``pk``, commit, then cache it; ``None`` if it does not exist.
+
+        On a model with a ``version_id_col``, a concurrent update of the row makes
+        the write raise ``StaleDataError``; it is then retried up to ``retries``
+        times, each time re-reading the row under a row lock (``SELECT ... FOR
+        UPDATE``) and setting ``changes`` again. With ``retries=0``, or once the
+        retries run out, ``StaleDataError`` propagates as SQLAlchemy raised it.
+        """
         ident = self.binding.ident(pk)
         unknown = set(changes) - self.codec.keys
         if unknown:
             raise AttributeError(f"{self.model.__name__} has no column attribute(s) {unknown}")
         if set(changes) & set(self.codec.pk_keys):
             raise ValueError("update() cannot change the primary key; delete and add instead")
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise ConfigurationError(f"retries must be an int >= 0, got {retries!r}")
+        attempt = 0
+        while True:
+            try:
+                return self._update_once(ident, changes, lock=attempt > 0)
+            except StaleDataError:
+                if attempt >= retries:
+                    raise
+                attempt += 1
+                log.debug("cachekit: %s %r changed meanwhile; retry %d", self.model, ident, attempt)
+
+    def _update_once(self, ident: tuple[Any, ...], changes: dict[str, Any], lock: bool) -> M | None:
         with self._write_session() as session:
-            obj = session.get(self.model, ident[0] if self.binding.single_pk else ident)
+            obj = session.get(
+                self.model, ident[0] if self.binding.single_pk else ident, with_for_update=lock
+            )
             if obj is None:
                 return None
             for name, value in changes.items():

@@ -26,8 +26,9 @@ from sqlalchemy.sql import operators
 from sqlalchemy.sql.elements import BinaryExpression, BindParameter, ColumnElement
 
 from ..cache import Cache
+from ..errors import InvalidKeyError
 from ..policies import Policy, TTLLike
-from .binding import DELETED, INVALIDATE, ModelBinding, binding_for
+from .binding import DELETED, INVALIDATE, ModelBinding, binding_for, resolve_policy
 from .repository import REPOSITORY_SESSION
 
 __all__ = ["Tracker", "track"]
@@ -58,8 +59,7 @@ class Tracker:
     ) -> None:
         self.target = target
         self.cache = cache
-        self.policy = policy or cache.policy
-        self.ttl = ttl
+        self.policy, self.ttl = resolve_policy(cache, policy, ttl)
         self._bindings: dict[Mapper[Any], ModelBinding[Any]] = {}
         for model in models:
             b = binding_for(cache, model)
@@ -121,10 +121,7 @@ class Tracker:
                 key = binding.key(binding.identity_of(obj))
                 # values computed by the server are expired after the flush: unknown here
                 value = INVALIDATE if binding.codec.unloaded(obj) else binding.codec.encode(obj)
-            pending = self._pending(session, binding)
-            if key not in pending.ops:
-                binding.begin_writes((key,))
-            pending.ops[key] = value
+            self._record(session, binding, key, value)
 
     def _do_orm_execute(self, orm_state: ORMExecuteState) -> None:
         if not (orm_state.is_update or orm_state.is_delete):
@@ -133,14 +130,24 @@ class Tracker:
         if binding is None:
             return
         keys = _keys_of_bulk(binding, orm_state)
-        pending = self._pending(orm_state.session, binding)
         if keys is None:
-            pending.clear = True
+            self._pending(orm_state.session, binding).clear = True
             return
         for key in keys:
-            if key not in pending.ops:
-                binding.begin_writes((key,))
-            pending.ops[key] = INVALIDATE
+            self._record(orm_state.session, binding, key, INVALIDATE)
+
+    def _record(self, session: Session, binding: ModelBinding[Any], key: str, value: Any) -> None:
+        """Record ``key``'s new state in the current transaction or savepoint.
+
+        A key is begun once per session, however many savepoints flushed it, and
+        ended once when the session's transaction commits or rolls back, so the
+        binding's in-progress tables never keep a key after the transaction ends.
+        """
+        pending = self._pending(session, binding)
+        entries: list[_Pending] = session.info[_PENDING][id(self)]
+        if not any(key in p.ops for p in entries if p.binding is binding):
+            binding.begin_writes((key,))
+        pending.ops[key] = value
 
     # ------------------------------------------------------------ commit / rollback
 
@@ -153,20 +160,37 @@ class Tracker:
             m = merged.setdefault(id(p.binding), _Pending(p.transaction, p.binding))
             m.ops.update(p.ops)
             m.clear |= p.clear
-        for m in merged.values():
-            m.binding.apply(m.ops, store=self.policy.stores_on_write, ttl=self.ttl, clear=m.clear)
+        failure: BaseException | None = None
+        for m in merged.values():  # each apply ends its keys' writes, even when it fails
+            try:
+                m.binding.apply(
+                    m.ops, store=self.policy.stores_on_write, ttl=self.ttl, clear=m.clear
+                )
+            except Exception as exc:
+                failure = failure or exc
+        if failure is not None:
+            raise failure
 
-    def _discard(self, entries: Iterable[_Pending]) -> None:
-        for p in entries:
-            p.binding.end_writes(p.ops)
+    def _discard(self, gone: Iterable[_Pending], kept: Iterable[_Pending] = ()) -> None:
+        """End the writes of ``gone``'s keys, except keys that ``kept`` still holds."""
+        still: dict[int, set[str]] = {}
+        for p in kept:
+            still.setdefault(id(p.binding), set()).update(p.ops)
+        ended: dict[int, tuple[ModelBinding[Any], set[str]]] = {}
+        for p in gone:
+            keys = ended.setdefault(id(p.binding), (p.binding, set()))[1]
+            keys.update(k for k in p.ops if k not in still.get(id(p.binding), ()))
+        for binding, keys in ended.values():
+            binding.end_writes(keys)
 
     def _after_soft_rollback(self, session: Session, previous: SessionTransaction) -> None:
         entries: list[_Pending] = session.info.get(_PENDING, {}).get(id(self), [])
         if not entries:
             return
         keep = [p for p in entries if not _within(p.transaction, previous)]
-        self._discard(p for p in entries if _within(p.transaction, previous))
+        gone = [p for p in entries if _within(p.transaction, previous)]
         entries[:] = keep
+        self._discard(gone, keep)
 
     def _after_transaction_end(self, session: Session, transaction: SessionTransaction) -> None:
         if transaction.parent is None:  # the outermost one ended without a commit: drop all
@@ -188,8 +212,8 @@ def _keys_of_bulk(binding: ModelBinding[Any], orm_state: ORMExecuteState) -> lis
     if isinstance(params, list) and params:
         # bulk UPDATE by primary key: session.execute(update(Model), [{"id": 1, ...}, ...])
         try:
-            return [binding.key(tuple(p[n] for n in pk_names)) for p in params]
-        except KeyError:
+            return [binding.key(binding.ident(tuple(p[n] for n in pk_names))) for p in params]
+        except (KeyError, InvalidKeyError):
             return None
     where = getattr(orm_state.statement, "whereclause", None)
     if where is None or not binding.single_pk:
@@ -205,10 +229,13 @@ def _pk_literals(where: Any, column: Any, binding: ModelBinding[Any]) -> list[st
     if not isinstance(left, ColumnElement) or left._deannotate() is not column:
         return None
     value = where.right.effective_value
-    if where.operator is operators.eq and value is not None:
-        return [binding.key((value,))]
-    if where.operator is operators.in_op and isinstance(value, (list, tuple)):
-        return [binding.key((v,)) for v in value]
+    try:
+        if where.operator is operators.eq and value is not None:
+            return [binding.key(binding.ident((value,)))]
+        if where.operator is operators.in_op and isinstance(value, (list, tuple)):
+            return [binding.key(binding.ident((v,))) for v in value]
+    except InvalidKeyError:  # not a value of the key's type: the keys are unknown
+        return None
     return None
 
 
