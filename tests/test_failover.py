@@ -33,6 +33,7 @@ from typing import Any
 
 import pytest
 import redis
+from redis.cluster import key_slot
 
 import cachekit as ck
 from tests.faultkit import free_port, wait_for_port
@@ -74,13 +75,14 @@ class RedisProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, *, config: str | None = None) -> RedisProcess:
+        """Start it (``config``: the text of a config file to start from) and wait for its port."""
         cmd = ["redis-server"]
         if config is not None:
             conf = self.dir / "redis.conf"
             conf.write_text(config)
             cmd.append(str(conf))
         cmd += ["--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir)]
-        cmd += ["--save", "", "--appendonly", "no", *self.args]
+        cmd += ["--save", "", "--appendonly", "no", "--repl-diskless-sync-delay", "0", *self.args]
         with open(self.dir / "log", "ab") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
         wait_for_port(self.port)
@@ -203,6 +205,9 @@ def cluster_group() -> Iterator[ClusterGroup]:
                         "nodes.conf",
                         "--cluster-node-timeout",
                         "1000",
+                        # the bus port defaults to port + 10000, which may not exist
+                        "--cluster-port",
+                        str(free_port()),
                     ],
                 )
                 group.nodes.append(node.start())
@@ -224,13 +229,15 @@ def cluster_group() -> Iterator[ClusterGroup]:
             def ready() -> bool:
                 for n in group.nodes:
                     with n.client() as c:
-                        info = c.execute_command("CLUSTER INFO").decode()
-                        if "cluster_state:ok" not in info or "cluster_known_nodes:6" not in info:
+                        info = c.execute_command("CLUSTER INFO")
+                        if info["cluster_state"] != "ok" or info["cluster_known_nodes"] != "6":
                             return False
-                        if n.port != group.nodes[0].port:
-                            continue
-                        roles = c.execute_command("CLUSTER NODES").decode()
-                        if roles.count("slave") != 3 or "fail" in roles:
+                        flags = [v["flags"] for v in c.execute_command("CLUSTER NODES").values()]
+                        if sum("slave" in f for f in flags) != 3 or any("fail" in f for f in flags):
+                            return False
+                        # a replica that never synced cannot be promoted
+                        role = c.info("replication")
+                        if role["role"] == "slave" and role["master_link_status"] != "up":
                             return False
                 return True
 
@@ -404,6 +411,50 @@ def test_sentinel_master_killed_calls_fall_open_and_the_breaker_closes_on_the_ne
             with capsys.disabled():
                 print(
                     f"\nsentinel failover (s after SIGKILL): {marks}; slowest call "
+                    f"{load.seen.slowest:.3f} s; {load.seen.calls} calls"
+                )
+        finally:
+            cache.close()
+
+
+# ---------------------------------------------------------------- Redis Cluster
+
+
+def _slot_owner(node: RedisProcess, slot: int) -> int:
+    """The port of the master serving ``slot``, as ``node`` sees it."""
+    with node.client() as c:
+        for start, end, master, *_ in c.execute_command("CLUSTER SLOTS"):
+            if start <= slot <= end:
+                return int(master[1])
+    raise LookupError(slot)
+
+
+def test_cluster_shard_master_killed_calls_fall_open_and_the_breaker_closes_on_its_replica(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with cluster_group() as group:
+        cache = ck.Cache.from_url(
+            group.url, namespace="fo-" + uuid.uuid4().hex[:8], ttl=60, policy=ck.WriteThrough()
+        )
+        keys = [f"item:{i}" for i in range(8)]
+        try:
+            slot = key_slot(cache.full_key(keys[0]).encode())
+            old = _slot_owner(group.nodes[0], slot)
+            victim = group.by_port(old)
+            witness = next(n for n in group.nodes if n is not victim)
+            with Workload(cache, keys) as load:
+                _eventually(lambda: load.seen.calls > 200, 10, "warm-up")
+                assert not cache.stats().errors
+                victim.kill()
+                marks = _watch_failover(cache, lambda: _slot_owner(witness, slot) != old)
+                time.sleep(1.0)  # keep going on the promoted replica
+            _check(load, marks)
+            new = group.by_port(_slot_owner(witness, slot))
+            with new.client() as raw:
+                assert raw.exists(cache.full_key(keys[0]))
+            with capsys.disabled():
+                print(
+                    f"\ncluster failover (s after SIGKILL): {marks}; slowest call "
                     f"{load.seen.slowest:.3f} s; {load.seen.calls} calls"
                 )
         finally:
