@@ -215,3 +215,98 @@ class TcpProxy:
 def closed_port() -> Iterator[int]:
     """A loopback port with nothing listening (connection refused at once)."""
     yield free_port()
+
+
+class TrickleProxy:
+    """Forwards a loopback port to a target, passing the answers back one byte per ``interval``.
+
+    Requests reach the target at once; each reply byte waits ``interval`` seconds,
+    so a client whose socket timeout is per read (not per command) is held for
+    as many intervals as its answer has bytes.
+    """
+
+    def __init__(self, target_port: int, interval: float = 0.2) -> None:
+        self.target_port = target_port
+        self.interval = interval
+        self._sock = socket.socket()
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(128)
+        self.port = int(self._sock.getsockname()[1])
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._socks: list[socket.socket] = []
+
+    def _pipe(self, src: socket.socket, dst: socket.socket, trickle: bool) -> None:
+        src.settimeout(0.1)
+        while not self._stop.is_set():
+            try:
+                data = src.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                break
+            if not data:
+                break
+            try:
+                if not trickle:
+                    dst.sendall(data)
+                    continue
+                for i in range(len(data)):
+                    if self._stop.wait(self.interval):
+                        break
+                    dst.sendall(data[i : i + 1])
+            except OSError:
+                break
+        for s in (src, dst):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+
+    def _accept(self) -> None:
+        self._sock.settimeout(0.1)
+        while not self._stop.is_set():
+            try:
+                client, _ = self._sock.accept()
+            except OSError:
+                continue
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=2)
+            except OSError:
+                client.close()
+                continue
+            self._socks += [client, upstream]
+            for a, b, trickle in ((client, upstream, False), (upstream, client, True)):
+                t = threading.Thread(target=self._pipe, args=(a, b, trickle), daemon=True)
+                t.start()
+                self._threads.append(t)
+
+    def __enter__(self) -> TrickleProxy:
+        t = threading.Thread(target=self._accept, daemon=True)
+        t.start()
+        self._threads.append(t)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for s in self._socks:
+            with contextlib.suppress(OSError):
+                s.close()
+        self._sock.close()
+        for t in self._threads:
+            t.join(timeout=2)
+
+
+class MemcachedProcess(ServerProcess):
+    """A private memcached with extra options (``-m 2 -I 512k -M``: small, refuses when full)."""
+
+    def __init__(self, *options: str, port: int | None = None) -> None:
+        super().__init__("memcached", port)
+        self.options = list(options)
+
+    def start(self) -> MemcachedProcess:
+        cmd = ["memcached", "-l", "127.0.0.1", "-p", str(self.port), "-U", "0", *self.options]
+        if os.geteuid() == 0:
+            cmd += ["-u", "root"]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_port(self.port)
+        return self

@@ -19,6 +19,7 @@ import cachekit as ck
 from cachekit.backends.base import MISSING, SupportsCompareAndSet, SupportsServerStats
 from cachekit.backends.memcached import (
     DEFAULT_MAX_VALUE_SIZE,
+    MAX_ABSOLUTE_EXPTIME,
     MAX_RELATIVE_TTL,
     MemcachedBackend,
     memcached_expire,
@@ -200,6 +201,31 @@ def test_ttl_conversion() -> None:
     assert memcached_expire(365 * 86400, clock) == math.ceil(now + 365 * 86400)
     with pytest.raises(ck.ConfigurationError):
         memcached_expire(math.nan, clock)
+    assert memcached_expire(-math.inf, clock) is None
+
+
+@pytest.mark.parametrize("ttl", [10**10, 10**12, 1e300, 2**31, 2**63, float(2**31 - 1)])
+def test_huge_ttl_is_capped_at_the_last_absolute_time_memcached_reads(ttl: float) -> None:
+    expire = memcached_expire(ttl, lambda: 1_700_000_000.0)
+    assert expire == MAX_ABSOLUTE_EXPTIME == 2**31 - 1
+
+
+@pytest.mark.parametrize("ttl", [10**9, 10**12, 1e300, 2**63])
+def test_huge_ttl_is_stored_not_expired_or_refused(
+    make_backend: Factory, kind: str, ttl: float
+) -> None:
+    """Past 2**31 - 1 memcached wraps the time into the past (or refuses it): it is capped."""
+    backend = make_backend(kind)
+    key = "huge-ttl-" + _uid()
+    backend.set(key, b"v", ttl)
+    assert backend.get(key) == b"v"
+    backend.set_many({key: b"w", key + "-2": b"x"}, ttl)
+    assert backend.get_many([key, key + "-2"]) == {key: b"w", key + "-2": b"x"}
+    assert backend.add(key + "-3", b"a", ttl) is True
+    assert backend.get(key + "-3") == b"a"
+    assert backend.compare_and_set(key, b"w", b"y", ttl) is True
+    assert backend.get(key) == b"y"
+    assert backend.delete_many([key, key + "-2", key + "-3"]) == 3
 
 
 def test_ttl_over_30_days_is_readable_at_once(make_backend: Factory, kind: str) -> None:
@@ -393,17 +419,78 @@ def test_url_options_and_timeouts_always_set(memcached_url: str, memcached_pool_
         pool.close()
 
 
-def test_url_errors() -> None:
-    with pytest.raises(ck.ConfigurationError):
-        MemcachedBackend.from_url("memcached://127.0.0.1:1?bogus=1")
-    with pytest.raises(ck.ConfigurationError):
-        MemcachedBackend.from_url("memcached://127.0.0.1:1?timeout=abc")
-    with pytest.raises(ck.ConfigurationError):
-        MemcachedBackend.from_url("memcached://127.0.0.1:1?timeout=0")
-    with pytest.raises(ck.ConfigurationError):
-        MemcachedBackend.from_url("memcached://")
+BAD_URLS = [
+    # (URL, a part the message must name)
+    ("memcached://127.0.0.1:0", "port 0"),
+    ("memcached://127.0.0.1:abc", "'abc'"),
+    ("memcached://127.0.0.1:-5", "'-5'"),
+    ("memcached://127.0.0.1:70000", "70000"),
+    ("memcached://127.0.0.1:", "''"),
+    ("memcached://", "no server"),
+    ("memcached://,", "#1"),
+    ("memcached://a:1,,b:2", "#2"),
+    ("memcached://h h:1", "'h h'"),
+    ("memcached://[::1", "malformed"),
+    ("memcached://[::1]x", "IPv6"),
+    ("memcached://h:1/0", "path"),
+    ("memcached://h:1?bogus=1", "bogus"),
+    ("memcached://h:1?timeout=abc", "timeout"),
+    ("memcached://h:1?timeout=", "timeout"),
+    ("memcached://h:1?timeout=0", "timeout"),
+    ("memcached://h:1?timeout=-1", "timeout"),
+    ("memcached://h:1?timeout=nan", "timeout"),
+    ("memcached://h:1?timeout=inf", "timeout"),
+    ("memcached://h:1?timeout=61", "timeout"),
+    ("memcached://h:1?timeout=0.1&timeout=0.2", "timeout"),
+    ("memcached://h:1?connect_timeout=-0.5", "connect_timeout"),
+    ("memcached://h:1?pool_idle_timeout=-1", "pool_idle_timeout"),
+    ("memcached://h:1?node_cooldown=nan", "node_cooldown"),
+    ("memcached://h:1?node_cooldown=-1", "node_cooldown"),
+    ("memcached://h:1?pool_size=0", "pool_size"),
+    ("memcached://h:1?pool_size=1.5", "pool_size"),
+    ("memcached://h:1?max_value_size=big", "max_value_size"),
+    ("memcached://h:1?tls=maybe", "tls"),
+    ("memcached://h:1?no_delay=", "no_delay"),
+    ("memcached://user:s3cret@h:1", "credentials"),
+    ("memcached://user:s3cret@h:0", "credentials"),
+    ("memcached://:s3cret@h:1?timeout=-1", "credentials"),
+    ("redis://user:s3cret@h:1", "not a memcached"),
+]
+
+
+@pytest.mark.parametrize(("url", "named"), BAD_URLS)
+def test_bad_url_is_a_configuration_error_naming_the_bad_part(url: str, named: str) -> None:
+    with pytest.raises(ck.ConfigurationError) as info:
+        MemcachedBackend.from_url(url)
+    message = str(info.value)
+    assert named in message, message
+    assert "s3cret" not in message and "s3cret" not in repr(info.value.__cause__)
+
+
+def test_bad_keyword_options_are_configuration_errors() -> None:
+    for options in (
+        {"timeout": -1},
+        {"timeout": float("nan")},
+        {"connect_timeout": 0},
+        {"pool_size": 0},
+        {"max_value_size": 0},
+        {"node_cooldown": float("inf")},
+    ):
+        with pytest.raises(ck.ConfigurationError, match=next(iter(options))):
+            MemcachedBackend([("127.0.0.1", 1)], **options)  # type: ignore[arg-type]
     with pytest.raises(ck.ConfigurationError):
         parse_servers("host:notaport")
+
+
+def test_good_urls_still_parse() -> None:
+    backend = MemcachedBackend.from_url(
+        "memcached://127.0.0.1:1,[::1]:2,localhost/?timeout=0.1&tls=off&serializer=json"
+    )
+    try:
+        assert backend.nodes == ("127.0.0.1:1", "::1:2", "localhost:11211")
+        assert backend.timeout == 0.1
+    finally:
+        backend.close()
 
 
 def test_parse_servers() -> None:
@@ -416,9 +503,19 @@ def test_tls_option_builds_a_verifying_context() -> None:
 
     backend = MemcachedBackend.from_url("memcached://127.0.0.1:1?tls=1")
     try:
-        ctx = backend.client.tls_context
+        ctx = backend.tls_context
         assert isinstance(ctx, ssl.SSLContext)
         assert ctx.verify_mode == ssl.CERT_REQUIRED and ctx.check_hostname
+        # pymemcache wraps with that context into sockets that keep to the deadline
+        wrapper = backend.client.tls_context
+        assert wrapper.context is ctx
+        with socket.socket() as plain:
+            wrapped = wrapper.wrap_socket(plain, server_hostname="localhost")
+            try:
+                assert isinstance(wrapped, ssl.SSLSocket)
+                assert type(wrapped).recv is not ssl.SSLSocket.recv
+            finally:
+                wrapped.close()
     finally:
         backend.close()
 

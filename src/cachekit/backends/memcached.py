@@ -11,6 +11,13 @@ raises ``BackendUnavailableError`` and is then skipped (raising at once) for
 onto a node that could later serve a stale copy. ``get_many`` returns what the
 answering nodes hold and raises only when every node asked has failed.
 
+Every command has one deadline (``timeout``, connect included): the sockets
+this backend opens set their timeout to the time left before each read and
+write, so a server that trickles its answer cannot hold a call past it. A
+server that answers but refuses (``SERVER_ERROR``/``CLIENT_ERROR``) raises
+``BackendRejectedError`` and is not marked down. After ``fork()`` the child
+opens its own connections instead of sharing the parent's.
+
 Keys go through ``encode_key(key, 250, ascii_only=True)``: anything memcached's
 text protocol cannot carry verbatim is hashed, so a key can never inject a
 command. Values are bytes; values over ``max_value_size`` raise
@@ -24,9 +31,12 @@ import collections
 import functools
 import logging
 import math
+import os
+import socket
 import ssl
 import threading
 import time
+import types
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any, Final
@@ -34,9 +44,16 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from pymemcache.client.base import Client, PooledClient
 from pymemcache.client.hash import HashClient
-from pymemcache.exceptions import MemcacheError, MemcacheServerError
+from pymemcache.exceptions import (
+    MemcacheClientError,
+    MemcacheError,
+    MemcacheServerError,
+    MemcacheUnexpectedCloseError,
+    MemcacheUnknownCommandError,
+)
 
 from ..errors import (
+    BackendRejectedError,
     BackendUnavailableError,
     CacheError,
     ConfigurationError,
@@ -49,9 +66,11 @@ from .base import MISSING, Backend
 __all__ = [
     "DEFAULT_MAX_VALUE_SIZE",
     "DEFAULT_TIMEOUT",
+    "MAX_ABSOLUTE_EXPTIME",
     "MAX_KEY_BYTES",
     "MAX_RELATIVE_TTL",
     "MemcachedBackend",
+    "ServerValueTooLargeError",
     "memcached_expire",
     "memcached_key",
     "parse_servers",
@@ -66,7 +85,10 @@ MAX_KEY_BYTES: Final = 250
 DEFAULT_MAX_VALUE_SIZE: Final = 1024 * 1024 - 512
 #: Expiry times above this many seconds are read by memcached as a unix timestamp.
 MAX_RELATIVE_TTL: Final = 60 * 60 * 24 * 30
-#: Connect and read timeout, seconds (pymemcache's own default is to wait forever).
+#: The latest absolute expiry memcached reads as such: it parses a signed 32-bit
+#: number, and a later time wraps into the past (the item is expired at once).
+MAX_ABSOLUTE_EXPTIME: Final = 2**31 - 1
+#: Deadline of one whole command (connect included), seconds.
 DEFAULT_TIMEOUT: Final = 0.25
 DEFAULT_PORT: Final = 11211
 #: Key -> node choices remembered per pool: pymemcache's ring hashes in pure
@@ -78,13 +100,109 @@ ROUTE_CACHE_SIZE: Final = 65_536
 _FAILURES: Final = (MemcacheError, OSError, RuntimeError)
 
 
+class ServerValueTooLargeError(ValueTooLargeError, BackendRejectedError):
+    """memcached refused an item as too large for its ``-I`` limit (it has dropped the old item)."""
+
+
+def _rejected(exc: BaseException) -> bool:
+    """True when the server answered and refused (``SERVER_ERROR``, ``CLIENT_ERROR``)."""
+    if isinstance(exc, MemcacheServerError):
+        return not isinstance(exc, MemcacheUnexpectedCloseError)
+    # "ERROR" (an unknown command) comes from something that is not a working memcached
+    return isinstance(exc, MemcacheClientError) and not isinstance(exc, MemcacheUnknownCommandError)
+
+
+# ------------------------------------------------------------ command deadlines
+
+
+class _Deadline(threading.local):
+    """The ``time.monotonic()`` by which this thread's memcached command must end (0: none)."""
+
+    at = 0.0
+
+
+_deadline: Final = _Deadline()
+#: How far past the deadline a read may block before its timeout is tightened;
+#: tightening costs a system call, and a hit should not pay one per read.
+_SLACK: Final = 0.002
+
+
+class _DeadlineMixin:
+    """Socket methods that bound each blocking call by the current command's deadline."""
+
+    def _budget(self) -> None:
+        at = _deadline.at
+        if at:
+            left = at - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("memcached command deadline passed")
+            current = self.gettimeout()  # type: ignore[attr-defined]
+            # never block past the deadline (plus slack), never give up before it
+            if current is None or not left <= current <= left + _SLACK:
+                self.settimeout(left)  # type: ignore[attr-defined]
+
+    def connect(self, address: Any) -> None:
+        at = _deadline.at
+        if at:
+            left = at - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("memcached command deadline passed")
+            current = self.gettimeout()  # type: ignore[attr-defined]
+            if current is None or current > left:
+                self.settimeout(left)  # type: ignore[attr-defined]
+        super().connect(address)  # type: ignore[misc]
+
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        self._budget()
+        return super().recv(bufsize, flags)  # type: ignore[misc,no-any-return]
+
+    def sendall(self, data: Any, flags: int = 0) -> None:
+        self._budget()
+        super().sendall(data, flags)  # type: ignore[misc]
+
+
+class _DeadlineSocket(_DeadlineMixin, socket.socket):
+    """A TCP (or unix) socket whose reads and writes end by the command's deadline."""
+
+
+class _DeadlineSSLSocket(_DeadlineMixin, ssl.SSLSocket):  # type: ignore[misc]
+    """A TLS socket whose reads and writes end by the command's deadline."""
+
+
+class _DeadlineTLS:
+    """Stands in for an ``SSLContext`` given to pymemcache: wraps into deadline-bound sockets."""
+
+    def __init__(self, context: ssl.SSLContext) -> None:
+        self.context = context
+
+    def wrap_socket(self, sock: socket.socket, server_hostname: str | None = None) -> ssl.SSLSocket:
+        """Wrap ``sock`` with the real context, then give it the deadline-bound methods."""
+        wrapped = self.context.wrap_socket(sock, server_hostname=server_hostname)
+        wrapped.__class__ = _DeadlineSSLSocket  # same layout: SSLSocket plus methods
+        return wrapped
+
+
+#: What pymemcache gets as ``socket_module``: the standard module, but its sockets
+#: keep to the command deadline.
+_socket_module: Final = types.ModuleType("cachekit_memcached_socket")
+_socket_module.__dict__.update(
+    {name: getattr(socket, name) for name in dir(socket) if not name.startswith("__")}
+)
+_socket_module.socket = _DeadlineSocket  # type: ignore[attr-defined]
+
+
+# ------------------------------------------------------------ conversions
+
+
 def memcached_expire(ttl: float | None, now: Callable[[], float] = time.time) -> int | None:
     """Return memcached's ``exptime`` for ``ttl`` seconds, or ``None`` when the entry must go.
 
-    ``None`` -> 0 (no expiry); ``ttl <= 0`` -> ``None`` (delete instead of
-    storing); sub-second TTLs round up to 1 s (memcached counts whole seconds,
-    and rounding down would give 0 = never expire); TTLs over 30 days become an
-    absolute unix time, because memcached reads larger numbers that way.
+    ``None`` and ``inf`` -> 0 (no expiry); ``ttl <= 0`` -> ``None`` (delete
+    instead of storing); sub-second TTLs round up to 1 s (memcached counts whole
+    seconds, and rounding down would give 0 = never expire); TTLs over 30 days
+    become an absolute unix time, because memcached reads larger numbers that
+    way, capped at ``MAX_ABSOLUTE_EXPTIME`` (January 2038) so that it never
+    wraps into the past.
     """
     if ttl is None or ttl == math.inf:
         return 0
@@ -92,10 +210,10 @@ def memcached_expire(ttl: float | None, now: Callable[[], float] = time.time) ->
         raise ConfigurationError("ttl must be a number of seconds, not NaN")
     if ttl <= 0:
         return None
-    seconds = math.ceil(ttl)
-    if seconds > MAX_RELATIVE_TTL:
-        return math.ceil(now() + ttl)
-    return seconds
+    if ttl > MAX_RELATIVE_TTL:
+        at = now() + ttl
+        return MAX_ABSOLUTE_EXPTIME if at >= MAX_ABSOLUTE_EXPTIME else math.ceil(at)
+    return math.ceil(ttl)
 
 
 def memcached_key(key: str) -> str:
@@ -105,28 +223,45 @@ def memcached_key(key: str) -> str:
 
 def parse_servers(netloc: str) -> list[tuple[str, int]]:
     """Parse ``host:port[,host:port...]`` (IPv6 in brackets; port defaults to 11211)."""
+    text = netloc.rsplit("@", 1)[-1]
+    if not text.strip():
+        raise ConfigurationError("memcached:// URL names no server (memcached://host:port)")
     servers: list[tuple[str, int]] = []
-    for part in netloc.rsplit("@", 1)[-1].split(","):
-        part = unquote(part.strip())
+    for position, raw in enumerate(text.split(","), 1):
+        part = unquote(raw.strip())
         if not part:
-            continue
+            raise ConfigurationError(f"memcached:// server #{position} in the list is empty")
         if part.startswith("["):
-            host, _, rest = part[1:].partition("]")
-            port_text = rest[1:] if rest.startswith(":") else ""
+            host, bracket, rest = part[1:].partition("]")
+            if not bracket or (rest and not rest.startswith(":")):
+                raise ConfigurationError(f"memcached:// bad IPv6 server {part!r}")
+            port_text: str | None = rest[1:] if rest else None
         elif part.count(":") == 1:
             host, _, port_text = part.partition(":")
         else:
-            host, port_text = part, ""
-        try:
-            port = int(port_text) if port_text else DEFAULT_PORT
-        except ValueError as exc:
-            raise ConfigurationError(f"memcached:// bad port in {part!r}") from exc
-        if not host or not 0 < port < 65536:
-            raise ConfigurationError(f"memcached:// bad server {part!r}")
+            host, port_text = part, None  # no port, or a bare IPv6 address
+        if port_text is not None and not (port_text.isascii() and port_text.isdigit()):
+            raise ConfigurationError(f"memcached:// port {port_text!r} of {part!r} is not a number")
+        port = int(port_text) if port_text is not None else DEFAULT_PORT
+        if not 0 < port < 65536:
+            raise ConfigurationError(f"memcached:// port {port} of {part!r} is not in 1-65535")
+        if not host or any(c.isspace() or c in "/?#@" for c in host):
+            raise ConfigurationError(f"memcached:// bad host {host!r} in {part!r}")
         servers.append((host, port))
-    if not servers:
-        raise ConfigurationError("memcached:// URL names no server (memcached://host:port)")
     return servers
+
+
+def _redacted(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (for messages)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparsable URL>"
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    if not at:
+        return url
+    user = userinfo.partition(":")[0]
+    return parts._replace(netloc=f"{user}:***@{hosts}").geturl()
 
 
 def _node_name(server: Any) -> str:
@@ -149,6 +284,57 @@ def _as_bytes(key: str, value: Any) -> bytes:
 _BOOL_OPTIONS = ("no_delay", "tls")
 _INT_OPTIONS = ("max_value_size", "pool_size")
 _FLOAT_OPTIONS = ("timeout", "connect_timeout", "pool_idle_timeout", "node_cooldown")
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def _parse_query(query: str) -> dict[str, Any]:
+    """Turn the URL query into typed options; raise on anything unknown, blank or repeated."""
+    try:
+        pairs = parse_qs(query, keep_blank_values=True, strict_parsing=bool(query))
+    except ValueError as exc:
+        raise ConfigurationError(f"memcached:// query is malformed: {exc}") from None
+    out: dict[str, Any] = {}
+    unknown = sorted(set(pairs) - set(_INT_OPTIONS + _FLOAT_OPTIONS + _BOOL_OPTIONS))
+    unknown = [name for name in unknown if name != "serializer"]  # read by Cache.from_url
+    if unknown:
+        known = ", ".join(sorted(_INT_OPTIONS + _FLOAT_OPTIONS + _BOOL_OPTIONS))
+        raise ConfigurationError(
+            f"unknown memcached:// option(s): {', '.join(unknown)} (known: {known}, serializer)"
+        )
+    for name, values in pairs.items():
+        if name == "serializer":
+            continue
+        if len(values) > 1:
+            raise ConfigurationError(f"memcached:// option {name} is given {len(values)} times")
+        text = values[0].strip()
+        if name in _BOOL_OPTIONS:
+            if text.lower() not in _TRUE + _FALSE:
+                raise ConfigurationError(
+                    f"memcached:// option {name}={text!r} is not a boolean (true/false, 1/0)"
+                )
+            out[name] = text.lower() in _TRUE
+            continue
+        try:
+            number: float = int(text) if name in _INT_OPTIONS else float(text)
+        except ValueError:
+            what = "an integer" if name in _INT_OPTIONS else "a number"
+            raise ConfigurationError(f"memcached:// option {name}={text!r} is not {what}") from None
+        out[name] = number
+    return out
+
+
+def _check_seconds(name: str, value: Any, low: float, high: float, low_open: bool) -> float:
+    """Return ``value`` as float if it lies in the range, else raise naming ``name``."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if ok:
+        ok = (low < value if low_open else low <= value) and value <= high
+    if not ok:
+        bracket = "(" if low_open else "["
+        raise ConfigurationError(
+            f"memcached {name} must be a number of seconds in {bracket}{low:g}, {high:g}], "
+            f"got {value!r}"
+        )
+    return float(value)
 
 
 class _FastPooledClient(PooledClient):  # type: ignore[misc]
@@ -187,24 +373,24 @@ class _FastPooledClient(PooledClient):  # type: ignore[misc]
             self._idle.pop().close()
 
 
-def _parse_query(query: dict[str, str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for name in _INT_OPTIONS + _FLOAT_OPTIONS + _BOOL_OPTIONS:
-        if name not in query:
-            continue
-        text = query.pop(name)
-        try:
-            if name in _INT_OPTIONS:
-                out[name] = int(text)
-            elif name in _FLOAT_OPTIONS:
-                out[name] = float(text)
-            else:
-                if text.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
-                    raise ValueError(text)
-                out[name] = text.lower() in ("1", "true", "yes", "on")
-        except ValueError as exc:
-            raise ConfigurationError(f"memcached:// option {name}={text!r} is not valid") from exc
-    return out
+def _drop_inherited(client: Any) -> None:
+    """Close this process's copies of a parent's connections, without the parent's locks.
+
+    Closing a descriptor inherited through ``fork()`` leaves the connection open
+    for the parent (no ``shutdown``, no ``quit``); a pool lock is never taken,
+    since another thread of the parent may have held it at the fork.
+    """
+    conns: list[Any] = list(getattr(client, "_idle", ()))
+    pool = getattr(client, "client_pool", None)
+    if pool is not None:
+        conns += [*pool.free, *pool.used]
+    elif isinstance(client, Client):
+        conns.append(client)
+    for conn in conns:
+        sock, conn.sock = getattr(conn, "sock", None), None
+        if sock is not None:
+            with suppress(OSError):
+                sock.close()
 
 
 class MemcachedBackend(Backend):
@@ -213,7 +399,8 @@ class MemcachedBackend(Backend):
     Build it from a URL (``memcached://h1:11211,h2:11211?timeout=0.25``), a
     list of ``(host, port)``, or a ready pymemcache ``PooledClient``,
     ``HashClient`` or ``Client`` (a plain ``Client`` is not thread-safe, and a
-    client passed in keeps its own timeouts and is not closed by ``close()``).
+    client passed in keeps its own sockets and timeouts, is not reopened after
+    ``fork()`` and is not closed by ``close()``).
     """
 
     schemes = ("memcached",)
@@ -223,7 +410,7 @@ class MemcachedBackend(Backend):
         servers: Sequence[tuple[str, int]] | Any = (("127.0.0.1", DEFAULT_PORT),),
         *,
         timeout: float = DEFAULT_TIMEOUT,
-        connect_timeout: float = DEFAULT_TIMEOUT,
+        connect_timeout: float | None = None,
         max_value_size: int = DEFAULT_MAX_VALUE_SIZE,
         pool_size: int | None = None,
         pool_idle_timeout: float = 0.0,
@@ -232,70 +419,99 @@ class MemcachedBackend(Backend):
         tls_context: ssl.SSLContext | None = None,
         node_cooldown: float = 1.0,
     ) -> None:
-        for name, seconds in (("timeout", timeout), ("connect_timeout", connect_timeout)):
-            if not 0 < seconds <= 60:
-                raise ConfigurationError(f"memcached {name} must be in (0, 60] seconds")
-        if max_value_size < 1:
-            raise ConfigurationError("memcached max_value_size must be >= 1")
-        if pool_size is not None and pool_size < 1:
-            raise ConfigurationError("memcached pool_size must be >= 1")
-        if node_cooldown < 0:
-            raise ConfigurationError("memcached node_cooldown must be >= 0")
+        self.timeout = _check_seconds("timeout", timeout, 0, 60, low_open=True)
+        connect_timeout = _check_seconds(
+            "connect_timeout",
+            self.timeout if connect_timeout is None else connect_timeout,
+            0,
+            60,
+            low_open=True,
+        )
+        pool_idle_timeout = _check_seconds(
+            "pool_idle_timeout", pool_idle_timeout, 0, math.inf, low_open=False
+        )
+        self.node_cooldown = _check_seconds("node_cooldown", node_cooldown, 0, 3600, low_open=False)
+        for name, count in (("max_value_size", max_value_size), ("pool_size", pool_size)):
+            if count is None and name == "pool_size":
+                continue
+            if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+                raise ConfigurationError(f"memcached {name} must be an integer >= 1, got {count!r}")
         self.max_value_size = max_value_size
         self._limit = max_value_size
-        self.node_cooldown = node_cooldown
         if tls and tls_context is None:
             tls_context = ssl.create_default_context()  # verifies certificates and host names
+        self.tls_context = tls_context
 
         self._owned = not isinstance(servers, (HashClient, PooledClient, Client))
-        self.client: Any
-        if not self._owned:
-            self.client = servers
-        else:
-            addresses = [(str(h), int(p)) for h, p in servers]
-            if not addresses:
+        self._addresses: list[tuple[str, int]] = []
+        self._options: dict[str, Any] = {}
+        if self._owned:
+            self._addresses = [(str(h), int(p)) for h, p in servers]
+            if not self._addresses:
                 raise ConfigurationError("MemcachedBackend needs at least one server")
-            common: dict[str, Any] = {
+            self._options = {
                 "connect_timeout": connect_timeout,
-                "timeout": timeout,
+                "timeout": self.timeout,
                 "no_delay": no_delay,
                 "ignore_exc": False,  # the Cache decides what a failure means
                 "default_noreply": False,  # wait for every answer that matters
                 "max_pool_size": pool_size,
                 "pool_idle_timeout": pool_idle_timeout,
-                "tls_context": tls_context,
+                "tls_context": None if tls_context is None else _DeadlineTLS(tls_context),
+                "socket_module": _socket_module,  # deadline-bound sockets
             }
-            if len(addresses) == 1:
-                self.client = _FastPooledClient(addresses[0], **common)
-            else:
-                self.client = HashClient(addresses, use_pooling=True, **common)
+        self._attach(self._build() if self._owned else servers)
+        self._fork_lock = threading.Lock()
 
+    def _build(self) -> Any:
+        """Create the pymemcache client for this backend's servers (no connection yet)."""
+        if len(self._addresses) == 1:
+            return _FastPooledClient(self._addresses[0], **self._options)
+        return HashClient(self._addresses, use_pooling=True, **self._options)
+
+    def _attach(self, client: Any) -> None:
+        """Route every call through ``client`` (and its per-node clients)."""
+        self.client = client
         # name -> the client that talks to that node
         self._nodes: dict[str, Any]
         self._hasher: Any
-        if isinstance(self.client, HashClient):
-            self._nodes = dict(self.client.clients)
-            self._hasher = self.client.hasher
+        if isinstance(client, HashClient):
+            self._nodes = dict(client.clients)
+            self._hasher = client.hasher
             # the ring never changes (see the module docstring), so choices can be kept
             self._route: Callable[[str], Any] = functools.lru_cache(ROUTE_CACHE_SIZE)(
                 self._hasher.get_node
             )
         else:
-            self._nodes = {_node_name(self.client.server): self.client}
+            self._nodes = {_node_name(client.server): client}
             self._hasher = None
         # a key_prefix on a client passed in counts against memcached's 250 bytes
-        prefix = len(getattr(self.client, "key_prefix", b"") or b"")
+        prefix = len(getattr(client, "key_prefix", b"") or b"")
         self._key: Callable[[str], str] = (
             memcached_key
             if not prefix
             else functools.partial(encode_key, max_length=MAX_KEY_BYTES - prefix, ascii_only=True)
         )
         self.server_address = "memcached://" + ",".join(self._nodes)
-        self._single: Any = None if self._hasher is not None else self.client
+        self._single: Any = None if self._hasher is not None else client
         self._single_name = next(iter(self._nodes))
         # node name -> monotonic time until which it is skipped (pools only)
         self._down: dict[str, float] = {}
         self._down_lock = threading.Lock()
+        self._pid = os.getpid()
+
+    def _after_fork(self) -> None:
+        """In a forked child: leave the parent's connections to it and open our own."""
+        with self._fork_lock:
+            if self._pid == os.getpid():
+                return  # another thread of this child got here first
+            if not self._owned:  # not ours to rebuild; its owner reconnects it
+                self._pid = os.getpid()
+                return
+            inherited = list(self._nodes.values())
+            self._attach(self._build())
+        for client in inherited:
+            _drop_inherited(client)
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> MemcachedBackend:
@@ -306,14 +522,23 @@ class MemcachedBackend(Backend):
         ``node_cooldown``; keyword ``options`` override them (``tls_context=``
         takes an ``ssl.SSLContext``).
         """
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+        except ValueError as exc:
+            raise ConfigurationError(f"memcached:// URL {_redacted(url)} is malformed") from exc
         if parts.scheme.lower() not in cls.schemes:
-            raise ConfigurationError(f"not a memcached:// URL: {url!r}")
-        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-        kwargs = _parse_query(query)
-        query.pop("serializer", None)  # consumed by Cache.from_url
-        if query:
-            raise ConfigurationError(f"unknown memcached:// options: {', '.join(sorted(query))}")
+            raise ConfigurationError(f"not a memcached:// URL: {_redacted(url)!r}")
+        if "@" in parts.netloc:
+            raise ConfigurationError(
+                "memcached:// URLs take no user name or password (pymemcache speaks no SASL): "
+                f"remove the credentials from {_redacted(url)!r}"
+            )
+        if parts.path not in ("", "/") or parts.fragment:
+            raise ConfigurationError(
+                f"memcached:// URL {_redacted(url)!r} has a path or fragment; "
+                "the form is memcached://host:port[,host:port...][?option=value]"
+            )
+        kwargs = _parse_query(parts.query)
         kwargs.update(options)
         return cls(parse_servers(parts.netloc), **kwargs)
 
@@ -343,23 +568,51 @@ class MemcachedBackend(Backend):
         return groups
 
     @contextmanager
+    def _command(self) -> Iterator[None]:
+        """Run one backend command under one deadline (an enclosing command's, if any)."""
+        if self._pid != os.getpid():
+            self._after_fork()
+        deadline = _deadline
+        outer = deadline.at
+        if not outer:
+            deadline.at = time.monotonic() + self.timeout
+        try:
+            yield
+        finally:
+            deadline.at = outer
+
+    @contextmanager
     def _on(self, node: str, op: str, size: int = 0, key: str | None = None) -> Iterator[Any]:
         """Yield ``node``'s client; translate its failures into cachekit errors."""
         if self._down:
             self._check_down(node)
+        at = _deadline.at
+        if at and time.monotonic() >= at:  # an earlier node used the whole deadline
+            raise BackendUnavailableError(
+                f"memcached {op}: the {self.timeout} s deadline passed before {node} was asked"
+            )
         try:
             yield self._nodes[node]
         except _FAILURES as exc:
-            if isinstance(exc, MemcacheServerError) and b"too large" in _message(exc):
-                # the server's item limit (-I) is below max_value_size
-                raise ValueTooLargeError(size, self._limit, key) from exc
-            self._mark_down(node)
-            raise BackendUnavailableError(
-                f"memcached {node} failed during {op}: {type(exc).__name__}: {exc}"
-            ) from exc
+            raise self._failure(node, op, exc, size, key) from exc
         if self._down:
             with self._down_lock:
                 self._down.pop(node, None)
+
+    def _failure(
+        self, node: str, op: str, exc: BaseException, size: int = 0, key: str | None = None
+    ) -> CacheError:
+        """The cachekit error for ``exc``; a node that did not answer is marked down."""
+        if _rejected(exc):
+            message = _message(exc).decode("utf-8", "replace")
+            if b"too large" in _message(exc):
+                # the server's item limit (-I) is below max_value_size
+                return ServerValueTooLargeError(size, self._limit, key)
+            return BackendRejectedError(f"memcached {node} refused {op}: {message}")
+        self._mark_down(node)
+        return BackendUnavailableError(
+            f"memcached {node} failed during {op}: {type(exc).__name__}: {exc}"
+        )
 
     def _check_down(self, node: str) -> None:
         until = self._down.get(node)
@@ -391,16 +644,22 @@ class MemcachedBackend(Backend):
     def get(self, key: str) -> Any:
         """Return the stored bytes, or ``MISSING``."""
         mkey = self._key(key)
+        if self._pid != os.getpid():
+            self._after_fork()
         single = self._single
-        if single is not None:
+        if single is not None:  # the hot path, kept flat
+            deadline = _deadline
+            outer = deadline.at
+            if not outer:
+                deadline.at = time.monotonic() + self.timeout
             try:
                 value = single.get(mkey)
             except _FAILURES as exc:
-                raise BackendUnavailableError(
-                    f"memcached {self._single_name} failed during get: {type(exc).__name__}: {exc}"
-                ) from exc
+                raise self._failure(self._single_name, "get", exc) from exc
+            finally:
+                deadline.at = outer
         else:
-            with self._on(self._node_of(mkey), "get") as client:
+            with self._command(), self._on(self._node_of(mkey), "get") as client:
                 value = client.get(mkey)
         return MISSING if value is None else value
 
@@ -416,16 +675,17 @@ class MemcachedBackend(Backend):
         out: dict[str, Any] = {}
         error: CacheError | None = None
         answered = 0
-        for node, mkeys in self._group(by_mkey).items():
-            try:
-                with self._on(node, "get_many") as client:
-                    found = client.get_many(mkeys)
-            except BackendUnavailableError as exc:
-                error = error or exc
-                continue
-            answered += 1
-            for mkey, value in found.items():
-                out[by_mkey[mkey]] = value
+        with self._command():
+            for node, mkeys in self._group(by_mkey).items():
+                try:
+                    with self._on(node, "get_many") as client:
+                        found = client.get_many(mkeys)
+                except (BackendUnavailableError, BackendRejectedError) as exc:
+                    error = error or exc
+                    continue
+                answered += 1
+                for mkey, value in found.items():
+                    out[by_mkey[mkey]] = value
         if error is not None and not answered:
             raise error
         return out
@@ -439,10 +699,10 @@ class MemcachedBackend(Backend):
             self.delete(key)
             return
         mkey = self._key(key)
-        with self._on(self._node_of(mkey), "set", len(data), key) as client:
+        with self._command(), self._on(self._node_of(mkey), "set", len(data), key) as client:
             stored = client.set(mkey, data, expire=expire, noreply=False)
         if not stored:
-            raise BackendUnavailableError(f"memcached did not store {key!r}")
+            raise BackendRejectedError(f"memcached did not store {key!r} (NOT_STORED)")
 
     def set_many(self, mapping: Mapping[str, Any], ttl: float | None) -> None:
         """Store every item with one pipelined round trip per node; sizes are checked first."""
@@ -455,17 +715,20 @@ class MemcachedBackend(Backend):
             return
         values = {self._key(k): v for k, v in items.items()}
         error: CacheError | None = None
-        for node, mkeys in self._group(values).items():
-            try:
-                with self._on(node, "set_many") as client:
-                    failed = client.set_many({m: values[m] for m in mkeys}, expire, noreply=False)
-            except CacheError as exc:
-                error = error or exc
-                continue
-            if failed:
-                error = error or BackendUnavailableError(
-                    f"memcached {node} did not store {len(failed)} of {len(mkeys)} keys"
-                )
+        with self._command():
+            for node, mkeys in self._group(values).items():
+                try:
+                    with self._on(node, "set_many") as client:
+                        failed = client.set_many(
+                            {m: values[m] for m in mkeys}, expire, noreply=False
+                        )
+                except CacheError as exc:
+                    error = error or exc
+                    continue
+                if failed:
+                    error = error or BackendRejectedError(
+                        f"memcached {node} did not store {len(failed)} of {len(mkeys)} keys"
+                    )
         if error is not None:  # every node was tried, so one failure does not stop the rest
             raise error
 
@@ -477,13 +740,13 @@ class MemcachedBackend(Backend):
         if expire is None:  # an entry that expires at once: stored only in name, as in memory
             return self.get(key) is MISSING
         mkey = self._key(key)
-        with self._on(self._node_of(mkey), "add", len(data), key) as client:
+        with self._command(), self._on(self._node_of(mkey), "add", len(data), key) as client:
             return bool(client.add(mkey, data, expire=expire, noreply=False))
 
     def delete(self, key: str) -> bool:
         """Remove ``key``; return whether it was present."""
         mkey = self._key(key)
-        with self._on(self._node_of(mkey), "delete") as client:
+        with self._command(), self._on(self._node_of(mkey), "delete") as client:
             return bool(client.delete(mkey, noreply=False))
 
     def delete_many(self, keys: Iterable[str]) -> int:
@@ -495,12 +758,13 @@ class MemcachedBackend(Backend):
         mkeys = list(dict.fromkeys(self._key(k) for k in keys))
         removed = 0
         error: CacheError | None = None
-        for node, group in self._group(mkeys).items():
-            try:
-                with self._on(node, "delete_many") as client:
-                    removed += _delete_counted(client, group)
-            except CacheError as exc:
-                error = error or exc
+        with self._command():
+            for node, group in self._group(mkeys).items():
+                try:
+                    with self._on(node, "delete_many") as client:
+                        removed += _delete_counted(client, group)
+                except CacheError as exc:
+                    error = error or exc
         if error is not None:
             raise error
         return removed
@@ -508,6 +772,10 @@ class MemcachedBackend(Backend):
     def close(self) -> None:
         """Close the connections of a client this backend created."""
         if self._owned:
+            if self._pid != os.getpid():  # a child closing what it inherited: its copies only
+                for client in self._nodes.values():
+                    _drop_inherited(client)
+                return
             for client in self._nodes.values():
                 client.close()
 
@@ -519,15 +787,15 @@ class MemcachedBackend(Backend):
         self._check_size(key, data)
         expire = memcached_expire(ttl)
         mkey = self._key(key)
-        with self._on(self._node_of(mkey), "compare_and_set", len(data), key) as client:
+        node = self._node_of(mkey)
+        with self._command(), self._on(node, "compare_and_set", len(data), key) as client:
             current, token = client.gets(mkey)
             if current is None or token is None or current != expected:
                 return False
-            if expire is None:
-                # an immediately expiring value: the cas-guarded equivalent is a
-                # cas that stores it already expired (memcached drops it)
-                return bool(client.cas(mkey, data, token, expire=-1, noreply=False))
-            return bool(client.cas(mkey, data, token, expire=expire, noreply=False))
+            # an immediately expiring value: the cas-guarded equivalent is a cas
+            # that stores it already expired (memcached drops it)
+            exptime = -1 if expire is None else expire
+            return bool(client.cas(mkey, data, token, expire=exptime, noreply=False))
 
     def server_stats(self) -> dict[str, float]:
         """Return ``evictions``, ``expired``, ``hits``, ``misses`` summed over every node."""
@@ -538,13 +806,14 @@ class MemcachedBackend(Backend):
             "misses": b"get_misses",
         }
         totals = dict.fromkeys(fields, 0.0)
-        for node in self._nodes:
-            with self._on(node, "stats") as client:
-                stats = client.stats()
-            for name, stat in fields.items():
-                raw = stats.get(stat, stats.get(stat.decode(), 0))
-                with suppress(TypeError, ValueError):  # a stat this server does not keep
-                    totals[name] += float(raw)
+        with self._command():
+            for node in self._nodes:
+                with self._on(node, "stats") as client:
+                    stats = client.stats()
+                for name, stat in fields.items():
+                    raw = stats.get(stat, stats.get(stat.decode(), 0))
+                    with suppress(TypeError, ValueError):  # a stat this server does not keep
+                        totals[name] += float(raw)
         return totals
 
 
