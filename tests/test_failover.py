@@ -36,7 +36,9 @@ import redis
 from redis.cluster import key_slot
 
 import cachekit as ck
-from tests.faultkit import free_port, wait_for_port
+from cachekit.backends.sentinel import RedisSentinelBackend
+from cachekit.errors import BackendRejectedError, BackendUnavailableError, ConfigurationError
+from tests.faultkit import closed_port, free_port, wait_for_port
 
 SERVICE = "ckmaster"
 
@@ -65,10 +67,13 @@ def _answers(check: Callable[[], Any]) -> bool:
 class RedisProcess:
     """One private redis-server (or Sentinel) with extra arguments, SIGKILLed on exit."""
 
-    def __init__(self, workdir: Path, name: str, args: list[str], port: int | None = None) -> None:
+    def __init__(
+        self, workdir: Path, name: str, args: list[str], password: str | None = None
+    ) -> None:
         if shutil.which("redis-server") is None:
             raise RuntimeError("redis-server is not installed; run `make test`, which installs it")
-        self.port = port or free_port()
+        self.port = free_port()
+        self.password = password
         self.dir = workdir / name
         self.dir.mkdir()
         self.args = args
@@ -89,7 +94,9 @@ class RedisProcess:
         return self
 
     def client(self) -> redis.Redis:
-        return redis.Redis(port=self.port, socket_timeout=2, socket_connect_timeout=2)
+        return redis.Redis(
+            port=self.port, password=self.password, socket_timeout=2, socket_connect_timeout=2
+        )
 
     def kill(self) -> None:
         """SIGKILL (no clean shutdown) and wait until the process is gone."""
@@ -115,13 +122,14 @@ class SentinelGroup:
     master: RedisProcess
     replica: RedisProcess
     sentinels: list[RedisProcess]
-    password: str | None = None
+
+    @property
+    def hosts(self) -> str:
+        return ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels)
 
     @property
     def url(self) -> str:
-        hosts = ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels)
-        auth = f":{self.password}@" if self.password else ""
-        return f"redis+sentinel://{auth}{hosts}/{SERVICE}/0"
+        return f"redis+sentinel://{self.hosts}/{SERVICE}/0"
 
     def master_port(self) -> int:
         """The master's port as the first Sentinel reports it."""
@@ -130,18 +138,23 @@ class SentinelGroup:
 
 
 @contextlib.contextmanager
-def sentinel_group(password: str | None = None) -> Iterator[SentinelGroup]:
-    """Start a master, a replica of it and three Sentinels; wait until they all see each other."""
+def sentinel_group(
+    password: str | None = None, sentinel_password: str | None = None
+) -> Iterator[SentinelGroup]:
+    """Start a master, a replica of it and three Sentinels; wait until they all see each other.
+
+    ``password`` protects the master and replica, ``sentinel_password`` the Sentinels.
+    """
     auth = ["--requirepass", password, "--masterauth", password] if password else []
     with _workdir("ck-sentinel-") as work:
-        master = RedisProcess(work, "master", auth).start()
+        master = RedisProcess(work, "master", auth, password).start()
         replica = RedisProcess(
-            work, "replica", [*auth, "--replicaof", "127.0.0.1", str(master.port)]
+            work, "replica", [*auth, "--replicaof", "127.0.0.1", str(master.port)], password
         )
         replica.start()
         sentinels = []
         for i in range(3):
-            s = RedisProcess(work, f"sentinel{i}", ["--sentinel"])
+            s = RedisProcess(work, f"sentinel{i}", ["--sentinel"], sentinel_password)
             lines = [
                 f"sentinel monitor {SERVICE} 127.0.0.1 {master.port} 2",
                 f"sentinel down-after-milliseconds {SERVICE} 1000",
@@ -150,9 +163,11 @@ def sentinel_group(password: str | None = None) -> Iterator[SentinelGroup]:
             ]
             if password:
                 lines.append(f"sentinel auth-pass {SERVICE} {password}")
+            if sentinel_password:  # Sentinels use it for each other too
+                lines.append(f"requirepass {sentinel_password}")
             sentinels.append(s)
             s.start(config="\n".join(lines) + "\n")
-        group = SentinelGroup(master, replica, sentinels, password)
+        group = SentinelGroup(master, replica, sentinels)
         try:
 
             def ready() -> bool:
@@ -163,8 +178,6 @@ def sentinel_group(password: str | None = None) -> Iterator[SentinelGroup]:
                         if not [r for r in c.sentinel_slaves(SERVICE) if not r["is_sdown"]]:
                             return False
                 with replica.client() as r:
-                    if password:
-                        r.execute_command("AUTH", password)
                     return bool(r.info("replication")["master_link_status"] == "up")
 
             _eventually(lambda: _answers(ready), 20, "Sentinels did not see each other")
@@ -459,3 +472,180 @@ def test_cluster_shard_master_killed_calls_fall_open_and_the_breaker_closes_on_i
                 )
         finally:
             cache.close()
+
+
+# ---------------------------------------------------------------- the Sentinel backend itself
+
+MASTER_PW = "m-Secret-0451"
+SENTINEL_PW = "s-Secret-7788"
+
+
+@pytest.fixture(scope="module")
+def protected() -> Iterator[SentinelGroup]:
+    """A Sentinel group whose master and Sentinels each have their own password."""
+    with sentinel_group(password=MASTER_PW, sentinel_password=SENTINEL_PW) as group:
+        yield group
+
+
+def _protected_url(
+    group: SentinelGroup, master_pw: str = MASTER_PW, sentinel_pw: str = SENTINEL_PW
+) -> str:
+    return (
+        f"redis+sentinel://:{master_pw}@{group.hosts}/{SERVICE}/2?sentinel_password={sentinel_pw}"
+    )
+
+
+def test_url_forms_and_defaults() -> None:
+    backend = RedisSentinelBackend.from_url(
+        "redis+sentinel://app:pw%40x@s1,s2:26380,[::1]/orders/3"
+        "?sentinel_password=spw&sentinel_username=watch&socket_timeout=0.1"
+    )
+    try:
+        assert backend.service_name == "orders"
+        assert backend.server_address == "redis+sentinel://s1:26379,s2:26380,[::1]:26379/orders/3"
+        sentinel, master = backend._shared.get()  # type: ignore[union-attr]
+        kw = master.connection_pool.connection_kwargs
+        assert (kw["db"], kw["username"], kw["password"]) == (3, "app", "pw@x")
+        assert kw["socket_timeout"] == 0.1 and kw["retry"].get_retries() == 0
+        for node in sentinel.sentinels:
+            skw = node.connection_pool.connection_kwargs
+            assert (skw["username"], skw["password"]) == ("watch", "spw")
+            assert skw["socket_timeout"] == 0.1 and skw["retry"].get_retries() == 0
+        for text in (repr(backend), backend.server_address):
+            assert "pw" not in text and "watch" not in text
+    finally:
+        backend.close()
+    # keywords win over the query; db in the query works too
+    other = RedisSentinelBackend.from_url(
+        "redis+sentinel://s1/orders?db=4", db=4, service_name="orders"
+    )
+    assert other.server_address == "redis+sentinel://s1:26379/orders/4"
+    other.close()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis+sentinel://s1:26379",  # no service
+        "redis+sentinel://s1:26379/orders/1?db=2",  # two databases
+        "redis+sentinel://s1:26379/orders/x",
+        "redis+sentinel://s1:26379/orders/1/more",
+        "redis+sentinel://s1:port/orders",
+        "redis+sentinel://s1/orders?nonsense=1",
+    ],
+)
+def test_bad_urls_are_configuration_errors(url: str) -> None:
+    with pytest.raises(ConfigurationError):
+        RedisSentinelBackend.from_url(url)
+
+
+def test_commands_go_to_the_master(protected: SentinelGroup) -> None:
+    backend = RedisSentinelBackend.from_url(_protected_url(protected))
+    key = "ck-sentinel-" + uuid.uuid4().hex
+    try:
+        backend.set(key, b"v1", 60)
+        assert backend.get(key) == b"v1"
+        assert backend.add(key, b"v2", 60) is False
+        assert backend.compare_and_set(key, b"v1", b"v2", 60) is True
+        assert backend.compare_and_set(key, b"v1", b"v3", 60) is False
+        backend.set_many({key + "a": b"a", key + "b": b"b"}, 60)
+        assert backend.get_many([key, key + "a", key + "b", key + "c"]) == {
+            key: b"v2",
+            key + "a": b"a",
+            key + "b": b"b",
+        }
+        assert set(backend.server_stats()) >= {"hits", "misses", "evictions", "expired"}
+        with protected.master.client() as raw:
+            raw.select(2)
+            assert raw.get(key) == b"v2"
+        assert backend.delete_many([key + "a", key + "b", key + "c"]) == 2
+        assert backend.delete(key) is True
+        assert backend.get(key) is ck.MISSING
+    finally:
+        backend.close()
+
+
+def test_a_cache_from_url_round_trips(protected: SentinelGroup) -> None:
+    cache = ck.Cache.from_url(_protected_url(protected), namespace="s-" + uuid.uuid4().hex[:8])
+    try:
+        assert cache.get_or_load("k", lambda: {"v": 1}) == {"v": 1}
+        assert cache.get("k") == {"v": 1}
+        assert cache.stats().errors == 0
+    finally:
+        cache.close()
+
+
+def test_backends_from_one_url_share_one_client(protected: SentinelGroup) -> None:
+    a = RedisSentinelBackend.from_url(_protected_url(protected))
+    b = RedisSentinelBackend.from_url(_protected_url(protected))
+    try:
+        assert a.client is b.client
+    finally:
+        a.close()
+        b.close()
+
+
+@pytest.mark.parametrize("wrong", ["master", "sentinel"])
+def test_wrong_passwords_are_unavailable_and_never_shown(
+    protected: SentinelGroup, wrong: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    bad_master, bad_sentinel = "bad-Master-1234", "bad-Sentinel-5678"
+    url = (
+        _protected_url(protected, master_pw=bad_master)
+        if wrong == "master"
+        else _protected_url(protected, sentinel_pw=bad_sentinel)
+    )
+    backend = RedisSentinelBackend.from_url(url)
+    try:
+        with pytest.raises(BackendUnavailableError) as info:
+            backend.get("k")
+        cache = ck.Cache(backend, namespace="s-" + uuid.uuid4().hex[:8])
+        assert cache.get("k", "dflt") == "dflt"
+        shown = [str(info.value), repr(info.value), repr(backend), caplog.text]
+        for secret in (MASTER_PW, SENTINEL_PW, bad_master, bad_sentinel):
+            for text in shown:
+                assert secret not in text
+    finally:
+        backend.close()
+
+
+def test_no_sentinel_answering_is_unavailable_and_the_cache_falls_open() -> None:
+    with closed_port() as p1, closed_port() as p2:
+        url = f"redis+sentinel://127.0.0.1:{p1},127.0.0.1:{p2}/{SERVICE}"
+        backend = RedisSentinelBackend.from_url(url)
+        try:
+            with pytest.raises(BackendUnavailableError, match="MasterNotFoundError"):
+                backend.get("k")
+        finally:
+            backend.close()
+        cache = ck.Cache.from_url(url, namespace="s-" + uuid.uuid4().hex[:8])
+        try:
+            assert cache.get("k", "dflt") == "dflt"
+            assert cache.get_or_load("k", lambda: 7) == 7
+            cache.set("k", 1)
+            assert cache.stats().errors > 0
+        finally:
+            cache.close()
+
+
+def test_an_unknown_service_is_unavailable(protected: SentinelGroup) -> None:
+    url = f"redis+sentinel://{protected.hosts}/no-such-service?sentinel_password={SENTINEL_PW}"
+    backend = RedisSentinelBackend.from_url(url)
+    try:
+        with pytest.raises(BackendUnavailableError, match="no-such-service"):
+            backend.set("k", b"v", 10)
+    finally:
+        backend.close()
+
+
+def test_a_refused_command_is_rejected_not_unavailable(protected: SentinelGroup) -> None:
+    backend = RedisSentinelBackend.from_url(_protected_url(protected))
+    with protected.master.client() as raw:
+        raw.config_set("maxmemory-policy", "noeviction")
+        raw.config_set("maxmemory", 1)
+        try:
+            with pytest.raises(BackendRejectedError, match="maxmemory"):
+                backend.set("ck-oom-" + uuid.uuid4().hex, b"v" * 1000, 10)
+        finally:
+            raw.config_set("maxmemory", 0)
+            backend.close()
