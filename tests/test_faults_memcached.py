@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from typing import Any
 
 import pytest
 from pymemcache.client.base import PooledClient
+from pymemcache.exceptions import MemcacheClientError, MemcacheServerError
 
 import cachekit as ck
-from cachekit.backends.memcached import MemcachedBackend, memcached_key
-from tests.faultkit import ServerProcess, StallServer, closed_port
+from cachekit.backends.memcached import (
+    MemcachedBackend,
+    ServerValueTooLargeError,
+    memcached_key,
+)
+from tests.faultkit import MemcachedProcess, ServerProcess, StallServer, TrickleProxy, closed_port
 
 pytestmark = pytest.mark.memcached
 
@@ -153,4 +161,247 @@ def test_invalidation_during_an_outage_is_not_lost(server: ServerProcess) -> Non
             other.close()
     finally:
         raw.close()
+        cache.close()
+
+
+# ------------------------------------------------------------------ one deadline per command
+
+
+def _port_of(url: str) -> int:
+    return int(url.rsplit(":", 1)[1].split("?")[0])
+
+
+def _seed(port: int, mapping: dict[str, bytes]) -> None:
+    raw = PooledClient(("127.0.0.1", port), connect_timeout=1, timeout=1, default_noreply=False)
+    try:
+        raw.set_many({memcached_key(k): v for k, v in mapping.items()}, 60)
+    finally:
+        raw.close()
+
+
+#: Every command the backend sends, as a call on (backend, keys).
+COMMANDS: dict[str, Callable[[MemcachedBackend, list[str]], Any]] = {
+    "get": lambda b, keys: b.get(keys[0]),
+    "get_many": lambda b, keys: b.get_many(keys),
+    "set": lambda b, keys: b.set(keys[0], b"new", 60),
+    "set_many": lambda b, keys: b.set_many(dict.fromkeys(keys, b"new"), 60),
+    "add": lambda b, keys: b.add(keys[0] + "-absent", b"new", 60),
+    "delete": lambda b, keys: b.delete(keys[0]),
+    "delete_many": lambda b, keys: b.delete_many(keys),
+    "compare_and_set": lambda b, keys: b.compare_and_set(keys[0], b"value" * 4, b"new", 60),
+    "server_stats": lambda b, keys: b.server_stats(),
+}
+#: The deadline is 0.25 s; well within twice that, with room for a loaded machine.
+BOUND = 0.6
+
+
+def _assert_bounded(backend: MemcachedBackend, command: str, keys: list[str]) -> None:
+    started = time.perf_counter()
+    with pytest.raises(ck.BackendUnavailableError):
+        COMMANDS[command](backend, keys)
+    elapsed = time.perf_counter() - started
+    assert elapsed < BOUND, f"{command} took {elapsed:.2f} s"
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_trickling_server_cannot_hold_a_command_past_its_deadline(
+    memcached_url: str, command: str
+) -> None:
+    """One byte every 0.2 s arrives within every per-read timeout; the command still ends."""
+    port = _port_of(memcached_url)
+    keys = [f"trickle-{uuid.uuid4().hex[:8]}-{i}" for i in range(3)]
+    _seed(port, dict.fromkeys(keys, b"value" * 4))
+    with TrickleProxy(port, interval=0.2) as proxy:
+        backend = MemcachedBackend([("127.0.0.1", proxy.port)])  # default deadline 0.25 s
+        try:
+            _assert_bounded(backend, command, keys)
+        finally:
+            backend.close()
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_trickling_pool_cannot_hold_a_command_past_its_deadline(
+    memcached_pool_url: str, command: str
+) -> None:
+    """Over the ring, a command that asks every node still has one deadline for all of them."""
+    nodes = [_port_of("x:" + n) for n in memcached_pool_url.split("//", 1)[1].split(",")]
+    with ExitStack() as stack:
+        proxies = [stack.enter_context(TrickleProxy(port, interval=0.2)) for port in nodes]
+        backend = MemcachedBackend([("127.0.0.1", p.port) for p in proxies], node_cooldown=0)
+        stack.callback(backend.close)
+        keys = [f"trickle-{uuid.uuid4().hex[:8]}-{i}" for i in range(30)]
+        assert len({backend.node_for(k) for k in keys}) == 3  # the batch spans every node
+        for node in nodes:
+            _seed(node, dict.fromkeys(keys, b"value" * 4))
+        _assert_bounded(backend, command, keys)
+
+
+def test_a_trickling_server_opens_the_breaker(memcached_url: str) -> None:
+    """With per-read timeouts every get took seconds and succeeded; now they fail and trip it."""
+    with TrickleProxy(_port_of(memcached_url), interval=0.2) as proxy:
+        cache = _cache(proxy.port)
+        try:
+            started = time.perf_counter()
+            for _ in range(10):
+                assert cache.get("k", "d") == "d"
+            assert cache.stats().circuit_open
+            assert time.perf_counter() - started < 10 * BOUND
+        finally:
+            cache.close()
+
+
+# ------------------------------------------------------------------ refused, not down
+
+
+@pytest.fixture
+def small_server() -> Iterator[MemcachedProcess]:
+    """2 MiB of memory, 512 KiB items, and -M: refuses stores when full instead of evicting."""
+    with MemcachedProcess("-m", "2", "-I", "512k", "-M") as proc:
+        yield proc
+
+
+def _fill_until_refused(backend: MemcachedBackend) -> ck.BackendRejectedError:
+    for i in range(200):
+        try:
+            backend.set(f"fill-{i}", b"x" * 100_000, None)
+        except ck.BackendRejectedError as exc:
+            return exc
+    raise AssertionError("a 2 MiB memcached stored 20 MB")
+
+
+def test_out_of_memory_is_rejected_not_unavailable(small_server: MemcachedProcess) -> None:
+    backend = MemcachedBackend([("127.0.0.1", small_server.port)])
+    try:
+        error = _fill_until_refused(backend)
+        assert not isinstance(error, ck.BackendUnavailableError)
+        assert isinstance(error.__cause__, MemcacheServerError)
+        assert "out of memory" in str(error)
+        backend.set("small", b"fits", 60)  # the server and the connection are fine
+        assert backend.get("small") == b"fits"
+    finally:
+        backend.close()
+
+
+def test_item_over_the_servers_limit_is_rejected_and_too_large(
+    small_server: MemcachedProcess,
+) -> None:
+    backend = MemcachedBackend([("127.0.0.1", small_server.port)])  # max_value_size 1 MiB > -I
+    try:
+        with pytest.raises(ck.BackendRejectedError) as info:
+            backend.set("big", b"y" * 600_000, 60)
+        assert isinstance(info.value, ck.ValueTooLargeError)
+        assert isinstance(info.value, ServerValueTooLargeError)
+        assert isinstance(info.value.__cause__, MemcacheServerError)
+        backend.set("after", b"ok", 60)
+        assert backend.get("after") == b"ok"
+    finally:
+        backend.close()
+
+
+def test_a_refusing_node_is_not_marked_down(
+    small_server: MemcachedProcess, memcached_pool_url: str
+) -> None:
+    """In a pool, a refused command leaves the node in service (no cool-down)."""
+    other = _port_of("x:" + memcached_pool_url.split("//", 1)[1].split(",")[0])
+    backend = MemcachedBackend(
+        [("127.0.0.1", small_server.port), ("127.0.0.1", other)], node_cooldown=30
+    )
+    try:
+        small = f"127.0.0.1:{small_server.port}"
+        prefix = uuid.uuid4().hex[:6]
+        on_small = [
+            k for k in (f"{prefix}-{i}" for i in range(400)) if backend.node_for(k) == small
+        ]
+        with pytest.raises(ServerValueTooLargeError):
+            backend.set(on_small[0], b"y" * 600_000, 60)
+        backend.set(on_small[1], b"fine", 60)  # not skipped for node_cooldown seconds
+        assert backend.get(on_small[1]) == b"fine"
+        with pytest.raises(ck.BackendRejectedError, match="out of memory"):  # fill it up
+            for key in on_small[2:]:
+                backend.set(key, b"x" * 100_000, None)
+        assert backend.get(on_small[1]) == b"fine"
+        assert backend.get_many(on_small[:2]) == {on_small[1]: b"fine"}
+    finally:
+        backend.close()
+
+
+def test_client_error_answers_are_rejected() -> None:
+    backend = MemcachedBackend([("127.0.0.1", 1)])
+    error = backend._failure("127.0.0.1:1", "set", MemcacheClientError(b"bad command line format"))
+    assert isinstance(error, ck.BackendRejectedError)
+    assert "bad command line format" in str(error)
+
+
+# ------------------------------------------------------------------ fork
+
+
+def _local_ports(backend: MemcachedBackend) -> set[int]:
+    """The local ports of the connections idle in the backend's pools."""
+    ports: set[int] = set()
+    for client in backend._nodes.values():
+        for conn in [*getattr(client, "_idle", ()), *client.client_pool.free]:
+            if conn.sock is not None:
+                ports.add(conn.sock.getsockname()[1])
+    return ports
+
+
+def _child(cache: ck.Cache, number: int, parent_ports: set[int]) -> str:
+    """What a forked child reports: its own keys written and read back, on its own sockets."""
+    wrong = 0
+    for j in range(150):
+        key, value = f"child{number}:{j}", f"{number}:{j}"
+        cache.set(key, value)
+        if cache.get(key) != value:
+            wrong += 1
+    shared = _local_ports(cache.backend) & parent_ports  # type: ignore[arg-type]
+    stats = cache.stats()
+    return f"wrong={wrong} errors={stats.errors} open={stats.circuit_open} shared={sorted(shared)}"
+
+
+@pytest.mark.parametrize("which", ["single", "pool"])
+def test_forked_children_use_their_own_connections(
+    memcached_url: str, memcached_pool_url: str, which: str
+) -> None:
+    url = memcached_url if which == "single" else memcached_pool_url
+    cache = ck.Cache.from_url(url, namespace="fork-" + uuid.uuid4().hex[:8], ttl=60)
+    try:
+        cache.set_many({f"parent:{i}": i for i in range(30)})  # every node of a pool
+        assert cache.get_many([f"parent:{i}" for i in range(30)]) == {
+            f"parent:{i}": i for i in range(30)
+        }
+        parent_ports = _local_ports(cache.backend)  # type: ignore[arg-type]
+        assert parent_ports  # connections are idle in the pool, ready to be inherited
+
+        children: list[tuple[int, int]] = []
+        for number in range(3):
+            read, write = os.pipe()
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - runs in the child
+                report = "crashed"
+                try:
+                    os.close(read)
+                    report = _child(cache, number, parent_ports)
+                except BaseException as exc:
+                    report = f"{type(exc).__name__}: {exc}"
+                finally:
+                    os.write(write, report.encode())
+                    os._exit(0)
+            os.close(write)
+            children.append((pid, read))
+
+        for i in range(150):  # the parent keeps using its connections meanwhile
+            assert cache.get(f"parent:{i % 30}") == i % 30
+        reports = []
+        for pid, read in children:
+            with os.fdopen(read, "rb") as pipe:
+                reports.append(pipe.read().decode())
+            os.waitpid(pid, 0)
+        assert reports == ["wrong=0 errors=0 open=False shared=[]"] * 3
+
+        for number in range(3):  # what the children wrote is there
+            assert cache.get(f"child{number}:149") == f"{number}:149"
+        cache.set("parent:after", "still works")
+        assert cache.get("parent:after") == "still works"
+        assert cache.stats().errors == 0
+    finally:
         cache.close()
