@@ -310,3 +310,66 @@ class MemcachedProcess(ServerProcess):
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for_port(self.port)
         return self
+
+
+class CutProxy(TcpProxy):
+    """A ``TcpProxy`` that can lose traffic: ``cut()`` drops every byte and every connection.
+
+    Unlike a stalled server (which still runs the buffered commands once it
+    resumes), a command sent while cut never reaches the server.
+    """
+
+    def __init__(self, target_port: int) -> None:
+        super().__init__(target_port)
+        self._cut = threading.Event()
+
+    def cut(self) -> None:
+        """Drop all traffic and close connections until ``restore()``."""
+        self._cut.set()
+        for s in self._socks:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+
+    def restore(self) -> None:
+        """Let new connections through again."""
+        self._cut.clear()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
+        src.settimeout(0.1)
+        while not self._stop.is_set():
+            try:
+                data = src.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                break
+            if not data or self._cut.is_set():
+                break
+            try:
+                dst.sendall(data)
+            except OSError:
+                break
+        for s in (src, dst):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+
+    def _accept(self) -> None:
+        self._sock.settimeout(0.1)
+        while not self._stop.is_set():
+            try:
+                client, _ = self._sock.accept()
+            except OSError:
+                continue
+            if self._cut.is_set():
+                client.close()
+                continue
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=2)
+            except OSError:
+                client.close()
+                continue
+            self._socks += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                t = threading.Thread(target=self._pipe, args=(a, b), daemon=True)
+                t.start()
+                self._threads.append(t)
