@@ -19,15 +19,19 @@ import atexit
 import logging
 import os
 import re
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 from urllib.parse import urlsplit, urlunsplit
 
 from .backends.base import Backend, SupportsEvictionCounts, SupportsServerStats
 from .cache import Cache
 from .errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from .sqlalchemy.repository import CachedRepository
 
 try:
     from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
@@ -62,6 +66,29 @@ __all__ = [
 log = logging.getLogger("cachekit.metrics")
 
 _LABELS = ("cache", "backend")
+
+#: What can be exported: a ``Cache``, or a ``CachedRepository`` (its own row counters).
+Exported: TypeAlias = "Cache | CachedRepository[Any]"
+
+
+def _counted(target: Exported) -> Cache:
+    """Return the ``Cache`` whose counters ``target`` exports: itself, or a repository's rows.
+
+    A repository keeps its rows in a child cache of its own (namespace
+    ``<cache namespace>/<table>``, the ``cache`` label of its series), whose
+    counters are what ``repo.stats()`` returns.
+    """
+    if isinstance(target, Cache):
+        return target
+    # a repository exists only if its module was imported: no SQLAlchemy import here
+    repository = sys.modules.get("cachekit.sqlalchemy.repository")
+    if repository is not None and isinstance(target, repository.CachedRepository):
+        rows: Cache = target.binding.rows
+        return rows
+    raise ConfigurationError(
+        f"the metrics export needs a cachekit Cache or CachedRepository, not {target!r}"
+    )
+
 
 # family name (counters without "_total") -> (type, help, extra label names)
 _FAMILIES: dict[str, tuple[str, str, tuple[str, ...]]] = {
@@ -339,14 +366,18 @@ _COLLECTORS_LOCK = threading.Lock()
 
 
 def register_prometheus(
-    cache: Cache,
+    cache: Exported,
     registry: CollectorRegistry | None = None,
     *,
     server_stats_ttl: float = 5.0,
     server_stats_timeout: float = 0.5,
     timer: Callable[[], float] = time.monotonic,
 ) -> None:
-    """Export ``cache``'s counters to ``registry`` (default: prometheus_client's ``REGISTRY``).
+    """Export the counters of a cache or repository to ``registry`` (default: ``REGISTRY``).
+
+    A ``CachedRepository`` exports its own row counters (``repo.stats()``) under
+    the label ``cache="<cache namespace>/<table>"``; two repositories of one
+    model over one cache share those counters, so only one of them is registered.
 
     Raises ``ConfigurationError`` if this cache, or another cache with the same
     namespace, is already registered there, or if the registry already holds
@@ -355,8 +386,7 @@ def register_prometheus(
     ``server_stats()``; the first cache registered over a backend sets them.
     The registry keeps the cache alive until ``unregister_prometheus``.
     """
-    if not isinstance(cache, Cache):
-        raise ConfigurationError(f"register_prometheus needs a cachekit Cache, not {cache!r}")
+    cache = _counted(cache)
     if server_stats_ttl < 0 or server_stats_timeout <= 0:
         raise ConfigurationError("server_stats_ttl must be >= 0 and server_stats_timeout > 0")
     reg = REGISTRY if registry is None else registry
@@ -377,9 +407,10 @@ def register_prometheus(
             found[1].add(cache, server_stats_ttl, server_stats_timeout, timer)
 
 
-def unregister_prometheus(cache: Cache, registry: CollectorRegistry | None = None) -> bool:
-    """Stop exporting ``cache`` to ``registry``; return whether it was registered."""
+def unregister_prometheus(cache: Exported, registry: CollectorRegistry | None = None) -> bool:
+    """Stop exporting a cache or repository to ``registry``; return whether it was registered."""
     reg = REGISTRY if registry is None else registry
+    cache = _counted(cache)
     with _COLLECTORS_LOCK:
         found = _COLLECTORS.get(id(reg))
         if found is None or not found[1].remove(cache):
@@ -479,8 +510,9 @@ class _MultiprocessWriter:
 _WRITERS: dict[int, _MultiprocessWriter] = {}
 
 
-def export_multiprocess(cache: Cache) -> None:
-    """Write ``cache``'s counters now into this process's ``PROMETHEUS_MULTIPROC_DIR`` files."""
+def export_multiprocess(cache: Exported) -> None:
+    """Write a cache's or repository's counters now into this process's multiprocess files."""
+    cache = _counted(cache)
     writer = _WRITERS.get(id(cache))
     if writer is None or writer._cache is not cache:
         writer = _WRITERS[id(cache)] = _MultiprocessWriter(cache)
@@ -490,8 +522,8 @@ def export_multiprocess(cache: Cache) -> None:
 class MultiprocessExporter:
     """A daemon thread that calls ``export_multiprocess`` every ``interval`` seconds."""
 
-    def __init__(self, caches: list[Cache], interval: float) -> None:
-        self.caches = caches
+    def __init__(self, caches: list[Exported], interval: float) -> None:
+        self.caches = [_counted(c) for c in caches]
         self.interval = interval
         self._stop = threading.Event()
         self._thread = threading.Thread(
@@ -527,7 +559,7 @@ class MultiprocessExporter:
             self.export()
 
 
-def start_multiprocess_export(*caches: Cache, interval: float = 1.0) -> MultiprocessExporter:
+def start_multiprocess_export(*caches: Exported, interval: float = 1.0) -> MultiprocessExporter:
     """In a worker process, keep ``caches``' counters in the multiprocess files (every ``interval`` s)."""  # noqa: E501
     if not caches:
         raise ConfigurationError("start_multiprocess_export needs at least one cache")

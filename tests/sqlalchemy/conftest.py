@@ -57,6 +57,22 @@ class Pair(Base):
     v: Mapped[str] = mapped_column(sa.String(20))
 
 
+class Token(Base):
+    """A UUID primary key."""
+
+    __tablename__ = "ck_tokens"
+    id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, primary_key=True)
+    label: Mapped[str] = mapped_column(sa.String(20))
+
+
+class Tag(Base):
+    """A string primary key."""
+
+    __tablename__ = "ck_tags"
+    code: Mapped[str] = mapped_column(sa.String(20), primary_key=True)
+    label: Mapped[str] = mapped_column(sa.String(20))
+
+
 class Everything(Base):
     """One column of every type the codec knows."""
 

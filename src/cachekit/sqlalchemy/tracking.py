@@ -155,6 +155,11 @@ class Tracker:
         return list(session.info.get(_PENDING, {}).pop(id(self), ()))
 
     def _after_commit(self, session: Session) -> None:
+        if session.in_nested_transaction():
+            # a savepoint was released: SQLAlchemy fires after_commit for it too, but
+            # nothing is committed until the outermost transaction is
+            self._release(session, session.get_nested_transaction())
+            return
         merged: dict[int, _Pending] = {}
         for p in self._take(session):  # oldest first: later flushes win
             m = merged.setdefault(id(p.binding), _Pending(p.transaction, p.binding))
@@ -170,6 +175,24 @@ class Tracker:
                 failure = failure or exc
         if failure is not None:
             raise failure
+
+    def _release(self, session: Session, savepoint: SessionTransaction | None) -> None:
+        """Hand a released savepoint's changes to its parent (they are newer than the parent's)."""
+        entries: list[_Pending] = session.info.get(_PENDING, {}).get(id(self), [])
+        parent = None if savepoint is None else savepoint.parent
+        if parent is None:
+            return
+        for p in [p for p in entries if p.transaction is savepoint]:
+            entries.remove(p)
+            into = next(
+                (q for q in entries if q.transaction is parent and q.binding is p.binding), None
+            )
+            if into is None:
+                p.transaction = parent
+                entries.append(p)
+            else:
+                into.ops.update(p.ops)
+                into.clear |= p.clear
 
     def _discard(self, gone: Iterable[_Pending], kept: Iterable[_Pending] = ()) -> None:
         """End the writes of ``gone``'s keys, except keys that ``kept`` still holds."""
