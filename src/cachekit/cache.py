@@ -1033,8 +1033,14 @@ class Cache:
                 return token, False
             current = self.backend.get(full)
             self._answered()
+            if current == RELEASED:
+                # a load that gave up: take over its key (a compare-and-set, so a
+                # write that got there first is kept)
+                if self.backend.compare_and_set(full, RELEASED, token, self.lease_ttl):  # type: ignore[attr-defined]
+                    return token, False
+                return None, False
             if isinstance(current, bytes) and current.startswith(LEASE_MARK):
-                return None, current != RELEASED
+                return None, True
             # A corrupt entry (not a lease, not decodable): take its place, or the key
             # would never be cached again until it expired.
             if (

@@ -198,6 +198,17 @@ class _BoundCached:
         return self._method._helpers.func(self._obj, *args, **kwargs)
 
 
+def _refuse_async(func: Callable[..., Any], decorator: str) -> None:
+    """Refuse a coroutine (or async generator) function: a sync cache would cache the awaitable."""
+    target = inspect.unwrap(func)
+    if inspect.iscoroutinefunction(target) or inspect.isasyncgenfunction(target):
+        name = getattr(func, "__qualname__", repr(func))
+        raise ConfigurationError(
+            f"@cache.{decorator} on async function {name}: a Cache would store the coroutine, "
+            "not its result; use an AsyncCache (ck.AsyncCache.from_url(...)) for async def"
+        )
+
+
 def _is_method(func: Callable[..., Any]) -> bool:
     code = getattr(func, "__code__", None)
     return bool(code and code.co_argcount and code.co_varnames[0] in ("self", "cls"))
@@ -218,6 +229,7 @@ def cached(
     as_ttl(ttl, DEFAULT_TTL)  # a bad ttl fails here, not silently at the first store
 
     def decorate(func: Callable[P, R]) -> CachedCallable[P, R]:
+        _refuse_async(func, "cached")
         helpers = CachedFunction(cache, func, ttl, key)
         if _is_method(func):
             return cast(CachedCallable[P, R], CachedMethod(helpers))
@@ -245,6 +257,7 @@ def writes(
     as_ttl(ttl, DEFAULT_TTL)
 
     def decorate(func: Callable[P, R]) -> Callable[P, R]:
+        _refuse_async(func, "writes")
         key_of = _key_builder(func, key)
 
         @functools.wraps(func)
@@ -263,6 +276,7 @@ def evicts(cache: Cache, *, key: KeySpec) -> Callable[[Callable[P, R]], Callable
         raise ConfigurationError("@cache.evicts needs key=: the key of the entry to drop")
 
     def decorate(func: Callable[P, R]) -> Callable[P, R]:
+        _refuse_async(func, "evicts")
         key_of = _key_builder(func, key)
 
         @functools.wraps(func)
