@@ -247,7 +247,7 @@ def test_breaker_closes_after_a_stall_under_threaded_get_or_load(server: ServerP
         while not stop.is_set():
             n += 1
             try:
-                cache.get_or_load(f"k{(i + n) % 5}", lambda: n)
+                cache.get_or_load(f"k{(i + n) % 5}", lambda n=n: n)
                 if n % 7 == 0:
                     foreign.delete(f"k{n % 5}")
             except BaseException as exc:  # pragma: no cover - reported below
