@@ -92,9 +92,9 @@ def ttl_seconds(value: TTLLike, default: TTL) -> float | None:
     """
     if value is None:
         return default.sample()
-    if type(value) is float or type(value) is int:
-        if value >= 0:  # NaN and negatives fall through to the checks below
-            return None if value == math.inf else float(value)
+    # NaN and negatives fall through to the checks below
+    if (type(value) is float or type(value) is int) and value >= 0:
+        return None if value == math.inf else float(value)
     return as_ttl(value, default).sample()
 
 
