@@ -576,6 +576,20 @@ def test_importing_cachekit_does_not_import_prometheus_client() -> None:
     assert proc.stdout.strip() == "False"
 
 
+def test_metrics_does_not_import_sqlalchemy() -> None:
+    # repositories are recognised without importing the optional SQLAlchemy extra
+    code = (
+        "import sys, cachekit, cachekit.metrics as m\n"
+        "from prometheus_client import CollectorRegistry\n"
+        "c = cachekit.Cache(cachekit.MemoryBackend(), namespace='x')\n"
+        "m.register_prometheus(c, CollectorRegistry())\n"
+        "print('sqlalchemy' in sys.modules)\n"
+    )
+    proc = _run_python(code)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "False"
+
+
 # ---------------------------------------------------------------- multi-process (gunicorn)
 
 
