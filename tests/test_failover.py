@@ -38,7 +38,7 @@ from redis.cluster import key_slot
 import cachekit as ck
 from cachekit.backends.sentinel import RedisSentinelBackend
 from cachekit.errors import BackendRejectedError, BackendUnavailableError, ConfigurationError
-from tests.faultkit import closed_port, free_port, wait_for_port
+from tests.faultkit import TcpProxy, closed_port, free_port, wait_for_port
 
 SERVICE = "ckmaster"
 
@@ -122,6 +122,8 @@ class SentinelGroup:
     master: RedisProcess
     replica: RedisProcess
     sentinels: list[RedisProcess]
+    #: Carries the replication stream when asked for (``stall()`` holds it back).
+    link: TcpProxy | None = None
 
     @property
     def hosts(self) -> str:
@@ -139,17 +141,20 @@ class SentinelGroup:
 
 @contextlib.contextmanager
 def sentinel_group(
-    password: str | None = None, sentinel_password: str | None = None
+    password: str | None = None, sentinel_password: str | None = None, proxied: bool = False
 ) -> Iterator[SentinelGroup]:
     """Start a master, a replica of it and three Sentinels; wait until they all see each other.
 
-    ``password`` protects the master and replica, ``sentinel_password`` the Sentinels.
+    ``password`` protects the master and replica, ``sentinel_password`` the
+    Sentinels; with ``proxied`` the replica replicates through ``group.link``.
     """
     auth = ["--requirepass", password, "--masterauth", password] if password else []
-    with _workdir("ck-sentinel-") as work:
+    with _workdir("ck-sentinel-") as work, contextlib.ExitStack() as stack:
         master = RedisProcess(work, "master", auth, password).start()
+        link = stack.enter_context(TcpProxy(master.port)) if proxied else None
+        upstream = link.port if link is not None else master.port
         replica = RedisProcess(
-            work, "replica", [*auth, "--replicaof", "127.0.0.1", str(master.port)], password
+            work, "replica", [*auth, "--replicaof", "127.0.0.1", str(upstream)], password
         )
         replica.start()
         sentinels = []
@@ -167,7 +172,7 @@ def sentinel_group(
                 lines.append(f"requirepass {sentinel_password}")
             sentinels.append(s)
             s.start(config="\n".join(lines) + "\n")
-        group = SentinelGroup(master, replica, sentinels)
+        group = SentinelGroup(master, replica, sentinels, link)
         try:
 
             def ready() -> bool:
@@ -649,3 +654,35 @@ def test_a_refused_command_is_rejected_not_unavailable(protected: SentinelGroup)
         finally:
             raw.config_set("maxmemory", 0)
             backend.close()
+
+
+# ---------------------------------------------------------------- the limit: async replication
+
+
+def test_an_acknowledged_write_lost_in_failover_leaves_the_older_value_until_ttl() -> None:
+    """Pins the documented limit: Redis replicates asynchronously, so a failover can lose
+    a write the old master acknowledged; the cache then serves the previous value
+    (not nothing) until that entry's TTL runs out.
+    """
+    with sentinel_group(proxied=True) as group:
+        assert group.link is not None
+        cache = ck.Cache.from_url(
+            group.url, namespace="fo-" + uuid.uuid4().hex[:8], policy=ck.WriteThrough()
+        )
+        try:
+            cache.set("k", 1, ttl=6)
+            full = cache.full_key("k")
+            with group.replica.client() as raw:
+                _eventually(lambda: raw.get(full) is not None, 5, "replication")
+            group.link.stall()  # the replica's link stays up but carries nothing
+            cache.set("k", 2, ttl=60)  # acknowledged by the master ...
+            assert cache.get("k") == 2
+            old = group.master.port
+            group.master.kill()  # ... which dies before the replica has it
+            _eventually(lambda: _answers(lambda: group.master_port() != old), 15, "promotion")
+            _eventually(lambda: cache.get("k") is not None, 10, "breaker closed")
+            assert cache.get("k") == 1  # the older value, not a miss
+            assert not cache.stats().errors_by_operation.get("set")
+            _eventually(lambda: cache.get("k") is None, 10, "expiry of the stale entry")
+        finally:
+            cache.close()
