@@ -4,17 +4,20 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint typecheck bench servers-up servers-down clean
+.PHONY: demo test lint typecheck bench servers-up servers-down wheel-smoke clean
 
+# The distribution was renamed cachekit -> cachekit-py: drop the old one from an existing venv.
 $(VENV)/.installed-dev: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip uninstall -q -y cachekit 2>/dev/null || true
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip uninstall -q -y cachekit 2>/dev/null || true
 	$(PY) -m pip install -q -e '.[sqlalchemy,prometheus]'
 	touch $@
 
@@ -33,6 +36,10 @@ lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src
 	$(VENV)/bin/mypy
+
+## make wheel-smoke: build the sdist and wheel, install each into a fresh venv, smoke-test them
+wheel-smoke: $(VENV)/.installed-dev
+	scripts/wheel-smoke.sh $(PY)
 
 servers-up:
 	scripts/test-servers.sh start
@@ -57,4 +64,4 @@ bench: $(VENV)/.installed-dev
 	$(PY) -m cachekit bench --db postgresql+psycopg://postgres@127.0.0.1:5432/test --cache-url redis://127.0.0.1:16379/0
 
 clean:
-	rm -rf $(VENV) .test-servers .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .test-servers .pytest_cache .mypy_cache .ruff_cache build dist src/*.egg-info

@@ -318,3 +318,31 @@ def test_parser_sees_markers_and_address_rewrites(tmp_path: Path) -> None:
         f"redis://{ADDRESSES['127.0.0.1:6379']}/15 memcached://{ADDRESSES['127.0.0.1:11211']}"
     )
     assert to_test_servers("127.0.0.1:63790") == "127.0.0.1:63790"
+
+
+def test_install_lines_name_the_distribution() -> None:
+    pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    found = re.search(r'^name = "([^"]+)"', pyproject, re.M)
+    assert found, "no [project] name in pyproject.toml"
+    name = found[1]
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert re.search(rf"pip install {re.escape(name)}\s", readme), (
+        f"README: no `pip install {name}`"
+    )
+    # ``cachekit`` on PyPI is another project: every install line must say cachekit-py
+    wrong = re.compile(r"pip install\s+['\"]?cachekit(?![\w-])")
+    bad = [
+        f"{page.relative_to(ROOT)}:{n}"
+        for page in PAGES
+        for n, line in enumerate(page.read_text(encoding="utf-8").splitlines(), start=1)
+        if wrong.search(line)
+    ]
+    assert not bad, f"install lines naming the PyPI project 'cachekit' instead of {name}: {bad}"
+
+
+def test_changelog_has_the_current_version() -> None:
+    import cachekit
+
+    changelog = (ROOT / "CHANGELOG.md").read_text(encoding="utf-8")
+    assert f"\n## {cachekit.__version__}\n" in changelog
+    assert "\n## Unreleased\n" in changelog
