@@ -183,6 +183,9 @@ class RedisSentinelBackend(_RedisCommon):
             master_kwargs["ssl"] = True
         if max_connections is not None:
             master_kwargs["max_connections"] = int(max_connections)
+        # the deadline of each command (asking the Sentinels included); secrets to scrub
+        self._timeout = timeouts["socket_timeout"]
+        self._secrets = tuple(s for s in (password, sentinel_password) if s)
         where = ",".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in nodes)
         self._where = f"{where}/{service}/{database}"
         self.server_address = f"{scheme}://{self._where}"
