@@ -79,7 +79,7 @@ class Block:
 def parse_blocks(path: Path) -> list[Block]:
     """Return the fenced code blocks of a Markdown file whose info string is Python."""
     lines = path.read_text(encoding="utf-8").splitlines()
-    page = path.relative_to(ROOT).as_posix() if path.is_relative_to(ROOT) else path.name
+    page = path.relative_to(ROOT).as_posix() if path.is_relative_to(ROOT) else str(path)
     blocks: list[Block] = []
     i = 0
     while i < len(lines):
@@ -136,9 +136,13 @@ def to_test_servers(code: str) -> str:
     return _ADDRESS_RE.sub(lambda m: ADDRESSES[m.group(0)], code)
 
 
-def chain(block: Block) -> list[Block]:
+def _runnable_on_page(block: Block, blocks: list[Block]) -> list[Block]:
+    return [b for b in blocks if b.page == block.page and b.marker != FRAGMENT]
+
+
+def chain(block: Block, blocks: list[Block] | None = None) -> list[Block]:
     """The blocks to run, in order, for ``block`` (earlier blocks first when it continues)."""
-    page_blocks = [b for b in ALL_BLOCKS if b.page == block.page and b.marker != FRAGMENT]
+    page_blocks = _runnable_on_page(block, ALL_BLOCKS if blocks is None else blocks)
     index = page_blocks.index(block)
     start = index
     while page_blocks[start].marker == CONTINUES:
@@ -152,7 +156,7 @@ def chain(block: Block) -> list[Block]:
 
 def is_continued(block: Block) -> bool:
     """Whether the next runnable block of the page continues this one."""
-    page_blocks = [b for b in ALL_BLOCKS if b.page == block.page and b.marker != FRAGMENT]
+    page_blocks = _runnable_on_page(block, ALL_BLOCKS)
     index = page_blocks.index(block)
     return index + 1 < len(page_blocks) and page_blocks[index + 1].marker == CONTINUES
 
@@ -194,6 +198,29 @@ def _require_servers(code: str) -> None:
         require_server("postgresql://127.0.0.1:5432", "PostgreSQL")
 
 
+def run_blocks(blocks: list[Block], tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """Run ``blocks`` in order in one fresh interpreter (addresses rewritten); fail on a hang."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    spec = tmp_path / "blocks.json"
+    spec.write_text(
+        json.dumps([[str(ROOT / b.page), b.line, to_test_servers(b.code)] for b in blocks]),
+        encoding="utf-8",
+    )
+    work = tmp_path / "cwd"
+    work.mkdir()
+    try:
+        return subprocess.run(
+            [sys.executable, "-W", "error", "-c", _RUNNER, str(spec)],
+            cwd=work,
+            capture_output=True,
+            text=True,
+            timeout=BLOCK_TIMEOUT,
+        )
+    except subprocess.TimeoutExpired:
+        ids = " -> ".join(b.id for b in blocks)
+        pytest.fail(f"{ids}: still running after {BLOCK_TIMEOUT:.0f} s", pytrace=False)
+
+
 RUNNABLE = [b for b in ALL_BLOCKS if b.marker != FRAGMENT]
 FRAGMENTS = [b for b in ALL_BLOCKS if b.marker == FRAGMENT]
 
@@ -205,23 +232,7 @@ def test_doc_block_runs(block: Block, tmp_path: Path) -> None:
     _require_servers(source)
     uses_redis = "127.0.0.1:6379" in source
     before = _redis_db15_keys() if uses_redis else set()
-    spec = tmp_path / "blocks.json"
-    spec.write_text(
-        json.dumps([[str(ROOT / b.page), b.line, to_test_servers(b.code)] for b in blocks]),
-        encoding="utf-8",
-    )
-    work = tmp_path / "cwd"
-    work.mkdir()
-    try:
-        proc = subprocess.run(
-            [sys.executable, "-W", "error", "-c", _RUNNER, str(spec)],
-            cwd=work,
-            capture_output=True,
-            text=True,
-            timeout=BLOCK_TIMEOUT,
-        )
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"{block.id}: still running after {BLOCK_TIMEOUT:.0f} s", pytrace=False)
+    proc = run_blocks(blocks, tmp_path)
     if proc.returncode != 0:
         ran = " -> ".join(b.id for b in blocks)
         pytest.fail(
@@ -346,3 +357,24 @@ def test_changelog_has_the_current_version() -> None:
     changelog = (ROOT / "CHANGELOG.md").read_text(encoding="utf-8")
     assert f"\n## {cachekit.__version__}\n" in changelog
     assert "\n## Unreleased\n" in changelog
+
+
+def test_continued_blocks_share_a_namespace_and_others_start_fresh(tmp_path: Path) -> None:
+    sample = tmp_path / "sample.md"
+    sample.write_text(
+        "```python\nx = 1\n```\n\n<!-- continues -->\n```python\nassert x == 1\n```\n\n"
+        "```python\nassert 'x' not in globals()\ny = 2\n```\n\n"
+        "<!-- continues -->\n```python\nassert y == 2\nraise ValueError('boom')\n```\n",
+        encoding="utf-8",
+    )
+    blocks = parse_blocks(sample)
+    first, second, third, fourth = blocks
+    assert chain(second, blocks) == [first, second]
+    assert chain(third, blocks) == [third]
+    for block in (first, second, third):
+        proc = run_blocks(chain(block, blocks), tmp_path / str(block.line))
+        assert proc.returncode == 0, proc.stderr
+    proc = run_blocks(chain(fourth, blocks), tmp_path / "fourth")
+    assert proc.returncode == 1
+    # the traceback names the Markdown file and the line of the failing statement
+    assert f'File "{sample}", line 18' in proc.stderr and "ValueError: boom" in proc.stderr
