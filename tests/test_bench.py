@@ -5,26 +5,33 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import subprocess
 import sys
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from cachekit import cli
+from cachekit import bench_cli, cli
+from cachekit.backends import MISSING, Backend, backend_from_url
 from cachekit.bench import (
     BenchConfig,
     BenchResult,
+    SimExpiryBackend,
     Trace,
     TraceError,
     parse_trace,
+    progress_total,
     read_trace,
+    run_bench,
     run_combination,
 )
-from cachekit.bench_report import pick, recommend, render_bench_table
+from cachekit.bench_report import BenchRow, Spread, assess, pick, recommend, render_bench_table
 from cachekit.workload import (
     BYPASS,
     READ,
@@ -37,7 +44,11 @@ from cachekit.workload import (
 )
 from cachekit.workload_db import SqlUserStore
 
-TINY = ["bench", "--keys", "200", "--duration", "0.3", "--threads", "2", "--quiet"]
+TINY = ["bench", "--keys", "200", "--real-clock", "--duration", "0.3", "--threads", "2", "--quiet",
+        "--repeats", "1"]  # fmt: skip
+#: The default (simulated) clock, small: 1,200 ops per run, a 120 s window.
+SIM = ["bench", "--keys", "200", "--duration", "120", "--ops-per-second", "10", "--quiet"]
+REAL = {"simulated": False, "threads": 2, "duration": 4.0}
 
 
 @pytest.fixture
@@ -131,7 +142,7 @@ def test_threaded_replay_counts_a_scripted_number_of_stale_reads(
     # thread 1: key 2 cached, written through the cache, read 5 times: none stale
     a = [Op(READ, 1), Op(BYPASS, 1, 5), *[Op(READ, 1)] * 5]
     b = [Op(READ, 2), Op(WRITE, 2, 5), *[Op(READ, 2)] * 5]
-    config = BenchConfig(keys=50, threads=2, ttls=(None,))
+    config = BenchConfig(keys=50, ttls=(None,), **REAL)  # type: ignore[arg-type]
     r = run_combination(store, config, strategy, None, trace=_deal(a, b))
     assert r.stale_reads == 5
     assert (r.reads, r.writes, r.bypass_writes) == (12, 1, 1)
@@ -143,7 +154,7 @@ def test_threaded_write_through_with_one_writer_reads_nothing_stale(store: SqlUs
     # thread 0 writes the hot keys through the cache; threads 1 and 2 read them meanwhile
     writer = [Op(WRITE, 1 + i % 3, i) for i in range(300)]
     readers = [[Op(READ, 1 + i % 3) for i in range(300)] for _ in range(2)]
-    config = BenchConfig(keys=50, threads=3, ttls=(None,))
+    config = BenchConfig(keys=50, ttls=(None,), **{**REAL, "threads": 3})  # type: ignore[arg-type]
     r = run_combination(store, config, "write-through", None, trace=_deal(writer, *readers))
     assert r.reads == 600 and r.writes == 300
     assert r.stale_reads == 0
@@ -151,21 +162,24 @@ def test_threaded_write_through_with_one_writer_reads_nothing_stale(store: SqlUs
     bypass = [Op(BYPASS, op.key, op.value) for op in writer]
     warm = [Op(READ, 1 + i % 3) for i in range(3)]
     r = run_combination(
-        store, BenchConfig(keys=50, threads=1, ttls=(None,)), "write-through", None,
+        store, BenchConfig(keys=50, ttls=(None,), **{**REAL, "threads": 1}), "write-through", None,
         trace=Trace(warm + bypass + warm, [], None),
     )  # fmt: skip
     assert r.stale_reads == 3
 
 
 def test_generated_real_clock_run_measures_everything(store: SqlUserStore) -> None:
-    config = BenchConfig(keys=50, threads=2, duration=0.3, write_ratio=0.1, bypass_writes=0.0)
+    config = BenchConfig(
+        keys=50, simulated=False, threads=2, duration=0.3, write_ratio=0.1, bypass_writes=0.0
+    )
     r = run_combination(store, config, "write-through", 30.0)
     assert r.ops > 100 and r.throughput > 0 and 0.25 < r.wall_seconds < 5
     assert r.hits + r.misses == r.reads and r.hit_ratio > 0.5
     # one SELECT per miss (the write's RETURNING is a write), minus the misses that waited
     # for another thread's load of the same key (single-flight)
     assert 0 < r.db_reads <= r.misses
-    one = run_combination(store, BenchConfig(keys=50, threads=1, ops=500), "cache-aside", 30.0)
+    one_cfg = BenchConfig(keys=50, simulated=False, duration=None, ops=500)
+    one = run_combination(store, one_cfg, "cache-aside", 30.0)
     assert one.db_reads == one.misses and one.ops == 500
     assert r.p50_us <= r.p95_us <= r.p99_us
     none = run_combination(store, config, "none", None)
@@ -213,97 +227,259 @@ def test_read_trace_of_a_missing_file_is_a_clear_error(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- recommendation
 
 
-def _result(strategy: str, ttl: float | None, hit: float, stale: float, db: float) -> BenchResult:
-    reads = 10_000
+def _run(
+    strategy: str,
+    ttl: float | None,
+    hit: float,
+    stale: float,
+    db: float,
+    *,
+    ops_s: float = 10_000.0,
+    p95: float = 50.0,
+    reads: int = 10_000,
+    window: float = 7200.0,
+) -> BenchResult:
     hits = int(hit * reads)
     return BenchResult(
         strategy=strategy, ttl=ttl, reads=reads, writes=0, bypass_writes=0, hits=hits,
-        misses=reads - hits, db_reads=int(db * reads), db_writes=0, p50_us=5.0, p99_us=50.0,
-        stale_reads=int(stale * reads), max_staleness_s=1.0, evictions_capacity=0,
-        evictions_expired=0, cache_errors=0, simulated_seconds=0.0, wall_seconds=1.0,
+        misses=reads - hits, db_reads=round(db * reads), db_writes=0, p50_us=5.0, p99_us=50.0,
+        stale_reads=round(stale * reads), max_staleness_s=1.0, evictions_capacity=0,
+        evictions_expired=0, cache_errors=0, simulated_seconds=window,
+        wall_seconds=reads / ops_s, p95_us=p95, clock="simulated",
     )  # fmt: skip
 
 
-def test_recommendation_maximises_hits_within_the_stale_budget() -> None:
-    results = [
-        _result("none", None, 0.0, 0.0, 1.0),
-        _result("cache-aside", 60, 0.91, 0.004, 0.09),
-        _result("cache-aside", 300, 0.95, 0.03, 0.05),
-        _result("write-through", 300, 0.97, 0.0, 0.03),
+def _row(strategy: str, ttl: float | None, hit: float, stale: float, db: float,
+         **kw: float) -> BenchRow:  # fmt: skip
+    """Three repeats around the given figures: hits -/+ 0.2 points, ops/s -/+ 5 %."""
+    ops_s = kw.pop("ops_s", 10_000.0)
+    runs = [
+        _run(strategy, ttl, hit + d, stale, db, ops_s=ops_s * (1 + d * 25), **kw)  # type: ignore[arg-type]
+        for d in (-0.002, 0.0, 0.002)
     ]
-    assert pick(results, 0.01) is results[3]
-    text = recommend(results, 0.01)
-    assert text.startswith("Recommended: write-through with TTL 300s: 97.0% hits, 0 stale reads")
-    assert "Next best: cache-aside with TTL 300s: 95.0% hits, 3.0% stale reads" in text
-    assert "(over the budget)" in text
-    assert "saves 97% of database reads" in text
-    # a looser budget does not change the winner; a tighter one rules out all but write-through
-    assert pick(results, 0.05) is results[3]
-    assert pick(results[:3], 0.01) is results[1]
-    assert pick(results[:3], 0.05) is results[2]
+    return BenchRow(strategy, ttl, runs)
+
+
+CFG = BenchConfig(max_stale=0.01)
+
+
+def _pick(rows: list[BenchRow], max_stale: float = 0.01) -> BenchRow | None:
+    best = pick(assess(rows, max_stale))
+    return None if best is None else best.row
+
+
+def test_a_spread_is_the_median_and_the_range() -> None:
+    s = Spread.of([3.0, 1.0, 2.0, 10.0])
+    assert (s.median, s.lo, s.hi) == (2.5, 1.0, 10.0)
+    assert s.fmt(lambda x: f"{x:g}") == "2.5 (1-10)"
+    assert Spread.of([4.0, 4.0, 4.0]).fmt(lambda x: f"{x:g}") == "4"
+
+
+def test_recommendation_maximises_hits_within_the_stale_budget() -> None:
+    rows = [
+        _row("none", None, 0.0, 0.0, 1.0),
+        _row("cache-aside", 60, 0.91, 0.004, 0.09, ops_s=20_000),
+        _row("cache-aside", 300, 0.95, 0.03, 0.05, ops_s=20_000),
+        _row("write-through", 300, 0.97, 0.0, 0.03, ops_s=20_000),
+    ]
+    assert _pick(rows) is rows[3]
+    text = recommend(rows, CFG)
+    assert text.startswith("Recommended: write-through with TTL 300s: 97.0 (96.8-97.2) % hits")
+    assert "30 DB reads and 0 stale reads per 1,000 reads" in text
+    assert "Next best: cache-aside with TTL 60s: 91.0 (90.8-91.2) % hits" in text
+    assert "Over the stale budget: cache-aside ttl=300s" in text
+    assert "Assumed: 5% of operations are writes and 1% of those go around the cache" in text
+    assert "a stale-read budget of 10 per 1,000 reads" in text
+    assert "simulated clock at 4 requests/s over a 7,200 s window" in text
+    assert "medians of 3 repeats" in text
+    assert _pick(rows, 0.05) is rows[3]
+    assert _pick(rows[:3]) is rows[1]
+    assert _pick(rows[:3], 0.05) is rows[2]
+
+
+def test_figures_are_per_1000_reads_so_a_longer_run_does_not_look_worse() -> None:
+    # same hit ratio; a ran twice the reads (so twice the DB reads in absolute terms)
+    # but fewer per read: it wins the tie
+    a = BenchRow("cache-aside", 60, [_run("cache-aside", 60, 0.9, 0, 0.08, reads=20_000)] * 3)
+    b = BenchRow("write-through", 60, [_run("write-through", 60, 0.9, 0, 0.1, reads=10_000)] * 3)
+    assert a.runs[0].db_reads == 1600 and b.runs[0].db_reads == 1000
+    assert (a["db_reads_per_1k"].median, b["db_reads_per_1k"].median) == (80.0, 100.0)
+    assert _pick([b, a]) is a
+    table = render_bench_table([a, b], assess([a, b], 0.01))
+    assert re.search(r"^cache-aside\s+60s\s+90\.0\s+80\s", table, re.M), table
 
 
 def test_recommendation_breaks_ties_on_database_reads() -> None:
-    a = _result("cache-aside", 60, 0.900, 0.0, 0.12)
-    b = _result("write-through", 60, 0.898, 0.0, 0.08)  # within half a point of hits
-    c = _result("write-through", 10, 0.850, 0.0, 0.01)  # fewest reads, but not tied on hits
-    assert pick([a, b, c], 0.01) is b
+    a = _row("cache-aside", 60, 0.900, 0.0, 0.12)
+    b = _row("write-through", 60, 0.898, 0.0, 0.08)  # within half a point of hits
+    c = _row("write-through", 10, 0.850, 0.0, 0.01)  # fewest reads, but not tied on hits
+    assert _pick([a, b, c]) is b
 
 
 def test_recommendation_when_nothing_meets_the_budget() -> None:
-    results = [
-        _result("cache-aside", 60, 0.9, 0.05, 0.1),
-        _result("write-through", 1, 0.5, 0.02, 0.5),
+    rows = [
+        _row("cache-aside", 60, 0.9, 0.05, 0.1),
+        _row("write-through", 1, 0.5, 0.02, 0.5),
     ]
-    assert pick(results, 0.01) is None
-    text = recommend(results, 0.01)
-    assert text.startswith("No combination kept stale reads within the stale-read budget of 1.0%")
+    assert _pick(rows) is None
+    text = recommend(rows, CFG)
+    assert text.startswith("No combination kept stale reads within the budget of 10 per 1,000")
     assert "the least stale was write-through with TTL 1s" in text
-    assert recommend([_result("none", None, 0, 0, 1)], 0.01).startswith("No cache strategy")
-    assert "write-through" in render_bench_table(results)
+    assert recommend([_row("none", None, 0, 0, 1)], CFG).startswith("No cache strategy")
+    assert "write-through" in render_bench_table(rows)
+
+
+def test_a_ttl_as_long_as_the_window_is_flagged_and_never_ranked() -> None:
+    rows = [
+        _row("none", None, 0.0, 0.0, 1.0),
+        _row("write-through", 60, 0.80, 0.0, 0.2, ops_s=20_000, window=600),
+        _row("write-through", 600, 0.95, 0.0, 0.05, ops_s=20_000, window=600),
+        _row("write-through", 3600, 0.95, 0.0, 0.05, ops_s=20_000, window=600),
+    ]
+    verdicts = assess(rows, 0.01)
+    assert [v.beyond_window for v in verdicts] == [False, True, True]
+    assert _pick(rows) is rows[1]  # more hits, but they never expired: not ranked
+    text = recommend(rows, CFG)
+    assert text.startswith("Recommended: write-through with TTL 60s")
+    assert "Not ranked, because their TTL is at least the 600 s the run covered" in text
+    assert "write-through ttl=600s, write-through ttl=3600s" in text
+    table = render_bench_table(rows, verdicts)
+    assert re.search(r"^write-through\s+3600s\s.*TTL ≥ window$", table, re.M), table
+    assert re.search(r"^write-through\s+60s\s.*recommended$", table, re.M), table
+    only_long = [rows[0], rows[3]]
+    assert _pick(only_long) is None
+    assert recommend(only_long, CFG).startswith("No TTL could be judged")
+
+
+def test_a_cache_slower_than_no_cache_is_said_so_and_not_recommended() -> None:
+    # PostgreSQL on loopback + Redis: every cached row ran fewer ops/s with a higher p95
+    rows = [
+        _row("none", None, 0.0, 0.0, 1.0, ops_s=6_200, p95=440),
+        _row("cache-aside", 60, 0.70, 0.0, 0.3, ops_s=3_100, p95=1_200),
+        _row("write-through", 60, 0.75, 0.0, 0.25, ops_s=4_300, p95=1_400),
+    ]
+    verdicts = assess(rows, 0.01)
+    assert all(v.slower and v.p95_worse and not v.ranked for v in verdicts)
+    assert _pick(rows) is None
+    text = recommend(rows, CFG)
+    assert text.startswith("On this database a cache does not pay off")
+    assert "The fastest was write-through with TTL 60s" in text
+    assert "p95 440 µs -> 1.40 ms" in text
+    assert "cut database reads to 250 per 1,000 reads" in text
+    assert re.search(
+        r"^cache-aside\s+60s\s.*slower; p95 up$", render_bench_table(rows, verdicts), re.M
+    )
+    # a higher p95 alone is reported, but more ops/s buy it back
+    rows[1] = _row("cache-aside", 60, 0.70, 0.0, 0.3, ops_s=9_000, p95=1_200)
+    assert _pick(rows) is rows[1]
+    assert "its p95 is above no cache's" in recommend(rows, CFG)
+
+
+# ---------------------------------------------------------------- a scripted slow cache
+
+
+class SlowMemory(Backend):
+    """A memory backend that takes ``delay`` seconds per command (a far-away cache)."""
+
+    local = True
+
+    def __init__(self, inner: Backend, delay: float) -> None:
+        self.inner, self.delay = inner, delay
+
+    def _wait(self) -> None:
+        time.sleep(self.delay)
+
+    def get(self, key: str) -> Any:
+        self._wait()
+        return self.inner.get(key)
+
+    def set(self, key: str, value: Any, ttl: float | None) -> None:
+        self._wait()
+        self.inner.set(key, value, ttl)
+
+    def add(self, key: str, value: Any, ttl: float | None) -> bool:
+        self._wait()
+        return self.inner.add(key, value, ttl)
+
+    def delete(self, key: str) -> bool:
+        self._wait()
+        return self.inner.delete(key)
+
+
+def test_a_slow_cache_makes_do_not_cache_the_recommendation(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    args = cli._build_parser().parse_args([*SIM, "--ttl", "5", "10", "--duration", "40", "--json"])
+    wrapped: list[SlowMemory] = []
+
+    def slow(backend: Backend) -> Backend:
+        wrapped.append(SlowMemory(backend, 0.002))  # 2 ms per cache command
+        return wrapped[-1]
+
+    assert bench_cli.run_bench_command(args, sys.stdout, sys.stderr, wrap_backend=slow) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert len(wrapped) == 4 * 3  # every cached run of every repeat went through it
+    assert doc["recommended"] is None
+    assert doc["recommendation"].startswith("On this database a cache does not pay off")
+    for row in doc["results"][1:]:
+        assert row["ranked"] is False and "slower" in row["notes"]
+        assert row["hit_ratio"]["median"] > 0.1  # the cache did serve hits, slowly
 
 
 # ---------------------------------------------------------------- the command end to end
 
 
-def test_bench_prints_the_table_clock_and_recommendation(
+def test_bench_defaults_are_realistic_ttls_on_the_simulated_clock() -> None:
+    args = cli._build_parser().parse_args(["bench"])
+    config = bench_cli._config(args)
+    assert config.ttls == (10.0, 60.0, 300.0, 3600.0)
+    assert config.simulated and config.threads == 1 and config.repeats == 3
+    assert config.duration == 7200.0 > max(t for t in config.ttls if t is not None)
+    assert config.fixed_ops == 28_800
+    real = bench_cli._config(cli._build_parser().parse_args(["bench", "--real-clock"]))
+    assert not real.simulated and real.threads == 2 and real.duration == 2.0
+
+
+def test_bench_prints_medians_and_spreads_of_three_repeats(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    assert cli.main([*TINY, "--ttl", "0.2", "1"]) == 0
+    assert cli.main([*SIM, "--ttl", "10", "60"]) == 0
     out = capsys.readouterr().out
-    for column in ("hit ratio", "DB reads", "DB writes", "p95 µs", "ops/s", "stale %", "evictions"):
+    for column in ("hit %", "DB reads/1k reads", "stale/1k reads", "p95 µs", "ops/s", "notes"):
         assert column in out
     firsts = [line.split()[:2] for line in out.splitlines()]
     for strategy in ("cache-aside", "write-through"):
-        assert [strategy, "0.2s"] in firsts and [strategy, "1s"] in firsts
+        assert [strategy, "10s"] in firsts and [strategy, "60s"] in firsts
     assert ["none", "-"] in firsts
-    assert "clock: real; 5 runs of 0.3 s, 2 threads" in out
-    assert "recommendation (stale budget 1.0%): " in out
+    assert "clock: simulated (10 ops/s); 5 combinations x 3 repeats each" in out
+    none = next(line for line in out.splitlines() if line.startswith("none "))
+    assert re.search(r"\b1,000\b.*\d \(\d[\d.,]*-\d[\d.,]*\)", none), none  # ops/s: median (range)
+    assert "recommendation (stale budget 10 per 1,000 reads): " in out
+    assert "medians of 3 repeats" in out
 
 
-def test_bench_json_has_the_config_and_the_expected_fields(
+def test_bench_json_has_the_repeats_and_the_expected_fields(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     db = tmp_path / "bench.db"
-    code = cli.main([*TINY, "--json", "--ttl", "5,none", "--db", str(db), "--value-size", "500"])
+    code = cli.main([*SIM, "--json", "--ttl", "5,none", "--db", str(db), "--value-size", "500"])
     assert code == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["command"] == "bench" and doc["database"] == "sqlite"
     assert doc["clock"] == {
-        "kind": "real", "threads": 2, "duration_s": 0.3, "ops_per_run": None,
-        "runs_per_combination": 1,
+        "kind": "simulated", "threads": 1, "duration_s": 120.0, "ops_per_run": 1200,
+        "runs_per_combination": 3,
     }  # fmt: skip
     assert doc["config"]["ttls"] == [5.0, None] and doc["config"]["value_size"] == 500
     assert doc["config"]["keys"] == 200 and doc["machine"]["cpus"] >= 1
-    fields = {
-        "label", "hit_ratio", "db_reads", "db_writes", "p50_us", "p95_us", "p99_us",
-        "throughput", "stale_reads", "stale_ratio", "max_staleness_s", "evictions", "ops",
-        "threads", "clock", "wall_seconds",
-    }  # fmt: skip
-    for r in doc["results"]:
-        assert fields <= set(r)
-        assert r["ops"] > 0 and r["threads"] == 2
-    assert doc["results"][0]["label"] == "none"
+    for row in doc["results"]:
+        assert len(row["runs"]) == 3
+        for name in ("hit_ratio", "db_reads_per_1k", "stale_per_1k", "p95_us", "throughput"):
+            runs = sorted(r[{"throughput": "throughput"}.get(name, name)] for r in row["runs"])
+            assert row[name] == {"median": runs[1], "min": runs[0], "max": runs[2]}, name
+        assert [r["ops"] for r in row["runs"]] == [1200] * 3
+    assert doc["results"][0]["label"] == "none" and doc["results"][0]["ranked"] is None
+    assert doc["results"][0]["db_reads_per_1k"]["median"] == 1000.0
     assert doc["recommended"] is None or doc["recommended"] in {r["label"] for r in doc["results"]}
     import sqlalchemy as sa
 
@@ -314,29 +490,85 @@ def test_bench_json_has_the_config_and_the_expected_fields(
         engine.dispose()
 
 
-def test_bench_replays_a_trace_on_the_simulated_clock(
+def test_per_1000_figures_of_a_known_trace(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
+    # 20 reads: a cached once, then written around the cache, then read 9 times (stale);
+    # b read 10 times. Cache-aside without expiry: 2 DB reads, 9 stale reads.
+    trace = tmp_path / "t.csv"
+    trace.write_text("read,a\nbypass,a\n" + "read,a\n" * 9 + "read,b\n" * 10)
+    code = cli.main(
+        ["bench", "--workload", str(trace), "--ttl", "none", "--json", "--quiet",
+         "--strategies", "none,cache-aside", "--repeats", "3"]
+    )  # fmt: skip
+    assert code == 0
+    none, aside = json.loads(capsys.readouterr().out)["results"]
+    assert none["db_reads_per_1k"] == {"median": 1000.0, "min": 1000.0, "max": 1000.0}
+    assert aside["db_reads_per_1k"] == {"median": 100.0, "min": 100.0, "max": 100.0}
+    assert aside["stale_per_1k"]["median"] == 450.0
+    assert [r["reads"] for r in aside["runs"]] == [20, 20, 20]
+
+
+def test_bench_labels_each_repeat_for_the_progress_bar(store: SqlUserStore) -> None:
+    labels: list[str] = []
+    config = BenchConfig(keys=50, ops=50, duration=None, ttls=(60.0,), strategies=("none",
+                         "write-through"), repeats=3)  # fmt: skip
+    runs = run_bench(store, config, on_run=labels.append)
+    assert labels == [
+        "none (1/3)", "write-through ttl=60s (1/3)", "none (2/3)",
+        "write-through ttl=60s (2/3)", "none (3/3)", "write-through ttl=60s (3/3)",
+    ]  # fmt: skip
+    assert [len(r) for r in runs] == [3, 3]
+    assert progress_total(config, None) == 2 * 3 * 50
+
+
+@pytest.mark.parametrize(
+    "cache", ["memory", pytest.param("redis", marks=pytest.mark.redis),
+              pytest.param("memcached", marks=pytest.mark.memcached)],
+)  # fmt: skip
+def test_bench_replays_a_trace_on_the_simulated_clock(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, request: pytest.FixtureRequest,
+    cache: str,
+) -> None:  # fmt: skip
+    url = "memory://" if cache == "memory" else request.getfixturevalue(f"{cache}_url")
     trace = tmp_path / "trace.csv"
     trace.write_text("op,key,ts\nread,u1,0\nbypass,u1,1\nread,u1,4\nread,u2,5\nread,u1,20\n")
     code = cli.main(
-        ["bench", "--workload", str(trace), "--simulated-clock", "--threads", "1", "--ttl", "10",
-         "--json", "--quiet", "--strategies", "cache-aside,write-through"]
+        ["bench", "--workload", str(trace), "--ttl", "10", "--cache-url", url,
+         "--json", "--quiet", "--strategies", "cache-aside,write-through", "--repeats", "1"]
     )  # fmt: skip
     assert code == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["clock"]["kind"] == "simulated" and doc["trace"]["keys"] == 2
-    for r in doc["results"]:
+    for row in doc["results"]:
+        (r,) = row["runs"]
         # t=4: still the version cached at t=0, superseded at t=1; t=20: expired and reloaded
         assert (r["reads"], r["stale_reads"], r["max_staleness_s"]) == (4, 1, 3.0)
-        assert r["hits"] == 1 and r["evictions_expired"] >= 1
+        assert r["hits"] == 1 and r["evictions_expired"] >= 1 and r["cache_errors"] == 0
+
+
+def test_sim_expiry_backend_expires_on_the_simulated_clock(redis_url: str, namespace: str) -> None:
+    clock = SimClock()
+    b = SimExpiryBackend(backend_from_url(redis_url), clock)
+    try:
+        key = f"{namespace}:k"
+        b.set(key, b"v", 3600)
+        assert b.get(key) == b"v" and not b.add(key, b"w", 10)
+        assert b.compare_and_set(key, b"v", b"x", 3600) and b.get_many([key]) == {key: b"x"}
+        clock.advance(3600)
+        assert b.get(key) is MISSING and b.eviction_counts() == (0, 1)
+        assert not b.compare_and_set(key, b"x", b"y", 10)
+        assert b.add(key, b"w", 10) and b.get(key) == b"w"
+        assert 0 < b.inner.client.pttl(key) <= 900_000  # the server forgets it within 15 min
+        assert b.delete(key) and b.get(key) is MISSING
+    finally:
+        b.close()
 
 
 @pytest.mark.parametrize(
     ("args", "message", "code"),
     [
-        (["--simulated-clock"], "one thread: use --threads 1", 2),
-        (["--threads", "1", "--simulated-clock", "--cache-url", "redis://x"], "memory:// only", 2),
+        (["--simulated-clock"], "not allowed with argument --real-clock", 2),
         (["--ops", "100"], "give --duration or --ops, not both", 2),
         (["--strategies", "write-behind"], "unknown strategy", 2),
         (["--ttl", "0"], "TTL must be > 0", 2),
@@ -345,8 +577,18 @@ def test_bench_replays_a_trace_on_the_simulated_clock(
 def test_bench_rejects_bad_options(
     capsys: pytest.CaptureFixture[str], args: list[str], message: str, code: int
 ) -> None:
-    assert cli.main([*TINY, *args]) == code
+    if args == ["--simulated-clock"]:
+        with pytest.raises(SystemExit) as info:
+            cli.main([*TINY, *args])
+        assert info.value.code == code
+    else:
+        assert cli.main([*TINY, *args]) == code
     assert message in capsys.readouterr().err
+
+
+def test_bench_simulated_clock_runs_on_one_thread(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main([*SIM, "--threads", "2"]) == 2
+    assert "one thread: use --threads 1, or --real-clock" in capsys.readouterr().err
 
 
 def test_bench_rejects_a_bad_trace_with_the_line(
@@ -363,7 +605,10 @@ def test_bench_plot_writes_a_png(capsys: pytest.CaptureFixture[str], tmp_path: P
     assert cli.main([*TINY, "--ttl", "0.2", "1", "--plot", str(png)]) == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert png.stat().st_size > 20_000
-    assert f"plot written to {png}" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"plot written to {png}" in out
+    # on the real clock a 1 s TTL in a 0.3 s run never expired: flagged, not ranked
+    assert re.search(r"^cache-aside\s+1s\s.*TTL ≥ window", out, re.M), out
 
 
 def test_bench_plot_without_matplotlib_is_a_clear_error(
@@ -380,8 +625,8 @@ def test_bench_over_redis(capsys: pytest.CaptureFixture[str], redis_url: str) ->
     assert code == 0
     doc = json.loads(capsys.readouterr().out)
     for r in doc["results"][1:]:
-        assert r["cache_errors"] == 0 and r["hit_ratio"] > 0.3
-        assert r["db_reads"] < doc["results"][0]["db_reads"] * r["ops"] / doc["results"][0]["ops"]
+        assert r["cache_errors"] == 0 and r["hit_ratio"]["median"] > 0.3
+        assert r["db_reads_per_1k"]["median"] < 1000
 
 
 @pytest.mark.postgres
@@ -393,7 +638,7 @@ def test_bench_on_postgresql_drops_its_table(
     doc = json.loads(capsys.readouterr().out)
     assert doc["database"] == "postgresql"
     assert doc["config"]["table"].startswith("cachekit_bench_")
-    assert all(r["db_reads"] > 0 and r["ops"] > 0 for r in doc["results"])
+    assert all(r["db_reads"] > 0 and r["ops"] > 0 for row in doc["results"] for r in row["runs"])
     import sqlalchemy as sa
 
     engine = sa.create_engine(postgres_url)

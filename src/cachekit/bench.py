@@ -3,13 +3,19 @@
 Builds on ``cachekit.workload`` (Zipf sampler, op generator, stale-read
 detector, ``make_cache``). Two clocks:
 
-- **real** (default): worker threads replay operations for ``duration``
-  seconds (or ``ops`` operations); TTLs are real seconds; throughput and
-  latency are what this machine did.
-- **simulated** (``simulated=True``, ``memory://`` only, one thread): the
-  cache's clock is a ``SimClock`` that moves ``1 / ops_per_second`` per
-  operation (or to each trace line's timestamp), so a TTL of 300 s shows its
-  effect in a second of wall time.
+- **simulated** (``simulated=True``, one thread; what the command runs by
+  default): the cache's clock is a ``SimClock`` that moves
+  ``1 / ops_per_second`` per operation (or to each trace line's timestamp), so
+  a TTL of an hour shows its effect in seconds of wall time. ``memory://``
+  expires on that clock itself; a remote server (Redis, memcached) sits behind
+  ``SimExpiryBackend``, which stamps each entry with its simulated expiry.
+- **real**: worker threads replay operations for ``duration`` seconds (or
+  ``ops`` operations); TTLs are real seconds.
+
+Either way latency and throughput are what this machine did. Every
+combination runs ``repeats`` times (repeat ``r`` draws its workload with seed
+``seed + r``), interleaved so that a slow moment of the machine touches every
+combination alike.
 
 The terminal table, JSON, plot and recommendation live in ``cachekit.bench_report``.
 """
@@ -17,16 +23,20 @@ The terminal table, JSON, plot and recommendation live in ``cachekit.bench_repor
 from __future__ import annotations
 
 import csv
+import dataclasses
 import math
 import random
+import struct
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from .backends import backend_from_url
+from .backends.base import MISSING, Backend, SupportsCompareAndSet
 from .cache import Cache
 from .workload import (
     BYPASS,
@@ -46,8 +56,10 @@ from .workload import (
 )
 
 __all__ = [
+    "BackendWrapper",
     "BenchConfig",
     "BenchResult",
+    "SimExpiryBackend",
     "Trace",
     "TraceError",
     "parse_trace",
@@ -131,6 +143,124 @@ def read_trace(path: str) -> Trace:
         raise TraceError(f"{path}: cannot read the workload file: {exc.strerror}") from exc
 
 
+#: Wraps the backend of every cached run (``run_bench(wrap_backend=...)``): a
+#: latency injector, a recorder, a fault script.
+BackendWrapper = Callable[[Backend], Backend]
+
+_EXPIRY = struct.Struct("!d")  # SimExpiryBackend's header: simulated expiry time (inf: never)
+
+
+class SimExpiryBackend(Backend):
+    """A backend whose entries expire on a simulated clock, over any real one.
+
+    Each value is stored with its simulated expiry time in front; a read past
+    it is a miss (counted as an expiry). The server keeps every entry for
+    ``real_ttl`` real seconds at most, so a bench leaves nothing behind for
+    long. For ``cachekit bench --cache-url redis://...`` on the simulated clock:
+    the wrapped backend is a remote one (values are bytes).
+    """
+
+    def __init__(
+        self, inner: Backend, clock: Callable[[], float], *, real_ttl: float = 900.0
+    ) -> None:
+        self.inner, self._clock, self._real_ttl = inner, clock, real_ttl
+        size = inner.max_value_size
+        self.max_value_size = None if size is None else size - _EXPIRY.size
+        self.server_address = inner.server_address
+        self._expired = 0
+
+    def _pack(self, value: Any, ttl: float | None) -> bytes:
+        expiry = math.inf if ttl is None else self._clock() + ttl
+        return _EXPIRY.pack(expiry) + bytes(value)
+
+    def _real(self, ttl: float | None) -> float | None:
+        return None if ttl is None else self._real_ttl
+
+    def _live(self, raw: Any) -> Any:
+        """The value in ``raw``, or MISSING when absent or expired on the simulated clock."""
+        if raw is MISSING:
+            return MISSING
+        data = bytes(raw)
+        (expiry,) = _EXPIRY.unpack_from(data)
+        return MISSING if self._clock() >= expiry else data[_EXPIRY.size :]
+
+    def _read(self, raw: Any) -> Any:
+        value = self._live(raw)
+        if value is MISSING and raw is not MISSING:
+            self._expired += 1
+        return value
+
+    def get(self, key: str) -> Any:
+        """Return the value, or MISSING once its simulated expiry has passed."""
+        return self._read(self.inner.get(key))
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
+        """Return ``{key: value}`` for the keys present and not expired."""
+        out = {}
+        for k, raw in self.inner.get_many(keys).items():
+            value = self._read(raw)
+            if value is not MISSING:
+                out[k] = value
+        return out
+
+    def set(self, key: str, value: Any, ttl: float | None) -> None:
+        """Store ``value`` until ``ttl`` simulated seconds from now (``<= 0``: delete)."""
+        if ttl is not None and ttl <= 0:
+            self.inner.delete(key)
+        else:
+            self.inner.set(key, self._pack(value, ttl), self._real(ttl))
+
+    def set_many(self, mapping: Mapping[str, Any], ttl: float | None) -> None:
+        """Store every item with the same simulated ``ttl``."""
+        if ttl is not None and ttl <= 0:
+            self.inner.delete_many(mapping)
+        else:
+            packed = {k: self._pack(v, ttl) for k, v in mapping.items()}
+            self.inner.set_many(packed, self._real(ttl))
+
+    def add(self, key: str, value: Any, ttl: float | None) -> bool:
+        """Store ``value`` if ``key`` is absent or expired on the simulated clock."""
+        raw = self.inner.get(key)
+        if raw is not MISSING:
+            if self._live(raw) is not MISSING:
+                return False
+            self.inner.delete(key)
+        return self.inner.add(key, self._pack(value, ttl), self._real(ttl))
+
+    def delete(self, key: str) -> bool:
+        """Remove ``key``; return whether a live entry was there."""
+        raw = self.inner.get(key)
+        return self.inner.delete(key) and self._live(raw) is not MISSING
+
+    def delete_many(self, keys: Iterable[str]) -> int:
+        """Remove ``keys``; return how many were present."""
+        return self.inner.delete_many(keys)
+
+    def compare_and_set(self, key: str, expected: Any, value: Any, ttl: float | None) -> bool:
+        """Store ``value`` only if ``key`` holds exactly ``expected`` and has not expired."""
+        raw = self.inner.get(key)
+        if raw is MISSING or self._live(raw) != bytes(expected):
+            return False
+        new = self._pack(value, ttl) if ttl is None or ttl > 0 else None
+        if isinstance(self.inner, SupportsCompareAndSet):
+            if new is None:
+                return self.inner.compare_and_set(key, raw, raw, 0)
+            return self.inner.compare_and_set(key, raw, new, self._real(ttl))
+        if new is None:  # one thread on the simulated clock: nothing can interleave
+            self.inner.delete(key)
+        else:
+            self.inner.set(key, new, self._real(ttl))
+        return True
+
+    def eviction_counts(self) -> tuple[int, int]:
+        """Return ``(0, entries read after their simulated expiry)``."""
+        return 0, self._expired
+
+    def close(self) -> None:
+        """Close the wrapped backend."""
+        self.inner.close()
+
+
 @dataclass(frozen=True)
 class BenchConfig:
     """The workload and the grid of ``cachekit bench``; ``duration`` / ``ops``: one is set."""
@@ -138,18 +268,19 @@ class BenchConfig:
     keys: int = 10_000
     zipf: float = 1.0
     write_ratio: float = 0.05
-    bypass_writes: float = 0.2
-    threads: int = 2
-    duration: float | None = 4.0
+    bypass_writes: float = 0.01
+    threads: int = 1
+    duration: float | None = 7200.0
     ops: int | None = None
     value_size: int = 100
     strategies: tuple[str, ...] = STRATEGIES
-    ttls: tuple[float | None, ...] = (0.5, 2.0)
+    ttls: tuple[float | None, ...] = (10.0, 60.0, 300.0, 3600.0)
     cache_url: str = "memory://"
-    simulated: bool = False
-    ops_per_second: float = 500.0
+    simulated: bool = True
+    ops_per_second: float = 4.0
     seed: int = 42
     max_stale: float = 0.01
+    repeats: int = 3
 
     def combinations(self) -> list[tuple[str, float | None]]:
         """Return the (strategy, TTL) pairs to run, in report order."""
@@ -170,15 +301,15 @@ class BenchConfig:
         if self.duration is not None and self.duration <= 0:
             raise ValueError("duration must be > 0 seconds")
         if self.simulated and self.threads != 1:
-            raise ValueError("the simulated clock replays on one thread: use --threads 1")
-        if self.simulated and urlsplit(self.cache_url).scheme.lower() != "memory":
             raise ValueError(
-                "the simulated clock drives memory:// only; a remote cache expires in real time"
+                "the simulated clock replays on one thread: use --threads 1, or --real-clock"
             )
         if self.ops_per_second <= 0:
             raise ValueError("ops_per_second must be > 0")
         if not 0.0 <= self.max_stale <= 1.0:
             raise ValueError("max_stale must be between 0 and 1")
+        if self.repeats < 1:
+            raise ValueError("repeats must be >= 1")
 
     @property
     def fixed_ops(self) -> int | None:
@@ -218,6 +349,21 @@ class BenchResult(ScenarioResult):
         """Database SELECTs per read (1.0 without a cache)."""
         return self.db_reads / self.reads if self.reads else 0.0
 
+    @property
+    def db_reads_per_1k(self) -> float:
+        """Database SELECTs per 1,000 reads (1,000 without a cache)."""
+        return 1000.0 * self.db_reads_per_read
+
+    @property
+    def stale_per_1k(self) -> float:
+        """Stale reads per 1,000 reads."""
+        return 1000.0 * self.stale_ratio
+
+    @property
+    def window_s(self) -> float:
+        """Seconds the run covered on its clock (simulated or wall): what a TTL is held against."""
+        return self.simulated_seconds if self.clock == "simulated" else self.wall_seconds
+
     def as_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict (without the raw latencies)."""
         out = asdict(self)
@@ -231,6 +377,9 @@ class BenchResult(ScenarioResult):
             "ops",
             "throughput",
             "db_reads_per_read",
+            "db_reads_per_1k",
+            "stale_per_1k",
+            "window_s",
         ):
             out[name] = getattr(self, name)
         return out
@@ -284,6 +433,7 @@ def run_combination(
     trace: Trace | None = None,
     progress: Callable[[int], None] | None = None,
     on_cache: Callable[[Cache], None] | None = None,
+    wrap_backend: BackendWrapper | None = None,
 ) -> BenchResult:
     """Replay the workload against ``store`` behind one strategy and TTL; return what happened.
 
@@ -291,7 +441,7 @@ def run_combination(
     ``@cache.writes(key="user:{user_id}")``, bypass writes straight to the store.
     A write is reported to the stale-read detector when its call returns (for
     write-through, after the cache was updated; for a bypass write, right
-    after the commit).
+    after the commit). ``wrap_backend`` wraps the cache's backend (e.g. to add latency).
     """
     store.reset()
     sim = SimClock() if config.simulated else None
@@ -309,7 +459,9 @@ def run_combination(
     if strategy != "none":
         ttl_text = "none" if ttl is None else f"{ttl:g}"
         ns = f"bench-{strategy}-ttl-{ttl_text}-{uuid.uuid4().hex[:8]}"
-        cache = make_cache(config.cache_url, strategy, ttl, sim, ns)
+        cache = make_cache(
+            config.cache_url, strategy, ttl, sim, ns, backend=_backend(config, sim, wrap_backend)
+        )
         if on_cache is not None:
             on_cache(cache)
         read = cache.cached(key="user:{user_id}")(load_user)
@@ -402,9 +554,23 @@ def run_combination(
     )
 
 
+def _backend(
+    config: BenchConfig, sim: SimClock | None, wrap: BackendWrapper | None
+) -> Backend | None:
+    """The backend of one cached run; None lets ``make_cache`` build the plain one."""
+    memory = urlsplit(config.cache_url).scheme.lower() == "memory"
+    if sim is None or memory:
+        if wrap is None:
+            return None
+        backend = backend_from_url(config.cache_url, **({"timer": sim} if sim else {}))
+    else:
+        backend = SimExpiryBackend(backend_from_url(config.cache_url), sim)
+    return backend if wrap is None else wrap(backend)
+
+
 def progress_total(config: BenchConfig, trace: Trace | None) -> int:
     """Return the progress-bar total of a whole bench (ms of duration, or operations)."""
-    runs = len(config.combinations())
+    runs = len(config.combinations()) * config.repeats
     if trace is not None:
         return runs * len(trace.ops)
     fixed = config.fixed_ops
@@ -419,19 +585,36 @@ def run_bench(
     progress: Callable[[int], None] | None = None,
     on_run: Callable[[str], None] | None = None,
     on_cache: Callable[[Cache], None] | None = None,
-) -> list[BenchResult]:
-    """Run every strategy x TTL combination of ``config`` in turn; return their results."""
+    wrap_backend: BackendWrapper | None = None,
+) -> list[list[BenchResult]]:
+    """Run every strategy x TTL combination ``config.repeats`` times; return the runs of each.
+
+    The repeats are interleaved (every combination once, then again), each
+    with the workload seed ``seed + repeat``; the result has one list of runs
+    per combination, in report order.
+    """
     config.check()
-    results = []
-    for strategy, ttl in config.combinations():
-        if on_run is not None:
-            on_run(strategy if strategy == "none" else f"{strategy} ttl={_fmt_ttl(ttl)}")
-        results.append(
-            run_combination(
-                store, config, strategy, ttl, trace=trace, progress=progress, on_cache=on_cache
+    combos = config.combinations()
+    runs: list[list[BenchResult]] = [[] for _ in combos]
+    for rep in range(config.repeats):
+        cfg = dataclasses.replace(config, seed=config.seed + rep)
+        for n, (strategy, ttl) in enumerate(combos):
+            if on_run is not None:
+                label = strategy if strategy == "none" else f"{strategy} ttl={_fmt_ttl(ttl)}"
+                on_run(f"{label} ({rep + 1}/{config.repeats})")
+            runs[n].append(
+                run_combination(
+                    store,
+                    cfg,
+                    strategy,
+                    ttl,
+                    trace=trace,
+                    progress=progress,
+                    on_cache=on_cache,
+                    wrap_backend=wrap_backend,
+                )
             )
-        )
-    return results
+    return runs
 
 
 def _fmt_ttl(ttl: float | None) -> str:

@@ -1,9 +1,13 @@
-"""What ``cachekit bench`` prints: the table, the recommendation, the JSON document and the plot.
+"""What ``cachekit bench`` prints: medians and spreads, verdicts, recommendation, JSON, plot.
 
-``recommend`` picks the combination with the most hits among those whose
-stale-read rate is within the budget (``--max-stale``), ties (within half a
-point of hits) broken by fewer database reads per read. matplotlib is
-imported only by ``plot`` (the ``plot`` extra).
+Every figure is the median of a combination's repeats with its range
+(min-max). A combination is **ranked** only when its TTL is shorter than the
+run's window (a longer TTL never expired: its row says nothing about that
+TTL), it is not slower than no cache, and its stale reads are within the
+budget. Among the ranked, the most hits win; hit ratios within half a point
+are a tie, broken by fewer database reads, then by throughput. When every
+cached combination is slower than no cache, the recommendation says that a
+cache does not pay off here. matplotlib is imported only by ``plot``.
 """
 
 from __future__ import annotations
@@ -11,14 +15,29 @@ from __future__ import annotations
 import math
 import os
 import platform
+import statistics
 import sys
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from .bench import BenchConfig, BenchResult, Trace
 
-__all__ = ["TIE", "describe_run", "json_document", "plot", "recommend", "render_bench_table"]
+__all__ = [
+    "TIE",
+    "BenchRow",
+    "Spread",
+    "Verdict",
+    "assess",
+    "describe_run",
+    "json_document",
+    "pick",
+    "plot",
+    "recommend",
+    "render_bench_table",
+    "rows_of",
+]
 
 #: Hit ratios closer than this are a tie, broken on database reads.
 TIE = 0.005
@@ -32,89 +51,304 @@ def _pct(x: float) -> str:
     return f"{x:.1%}" if x >= 0.001 or x == 0 else f"{x:.2%}"
 
 
-def render_bench_table(results: Sequence[BenchResult]) -> str:
-    """Return the results as an aligned text table, one row per strategy and TTL."""
+@dataclass(frozen=True)
+class Spread:
+    """The median of a figure over the repeats, and its range."""
+
+    median: float
+    lo: float
+    hi: float
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> Spread:
+        """Return the median and min-max of ``values`` (at least one)."""
+        s = sorted(values)
+        return cls(float(statistics.median(s)), s[0], s[-1])
+
+    def fmt(self, f: Callable[[float], str]) -> str:
+        """``median (lo-hi)``, each formatted with ``f``; just the median when all are equal."""
+        m, lo, hi = f(self.median), f(self.lo), f(self.hi)
+        return m if lo == hi else f"{m} ({lo}-{hi})"
+
+    def as_dict(self) -> dict[str, float]:
+        """Return ``{"median", "min", "max"}``."""
+        return {"median": self.median, "min": self.lo, "max": self.hi}
+
+
+#: Figures reported with their spread: name -> (how to read it from a run, format).
+FIGURES: dict[str, tuple[Callable[[BenchResult], float], Callable[[float], str]]] = {
+    "hit_ratio": (lambda r: r.hit_ratio, lambda x: f"{x * 100:.1f}"),
+    "db_reads_per_1k": (lambda r: r.db_reads_per_1k, lambda x: f"{x:,.0f}"),
+    "stale_per_1k": (lambda r: r.stale_per_1k, lambda x: f"{x:.2g}" if x < 10 else f"{x:.0f}"),
+    "max_staleness_s": (lambda r: r.max_staleness_s, lambda x: f"{x:.3g}"),
+    "p50_us": (lambda r: r.p50_us, lambda x: f"{x:.1f}" if x < 100 else f"{x:,.0f}"),
+    "p95_us": (lambda r: r.p95_us, lambda x: f"{x:.1f}" if x < 100 else f"{x:,.0f}"),
+    "p99_us": (lambda r: r.p99_us, lambda x: f"{x:.1f}" if x < 100 else f"{x:,.0f}"),
+    "throughput": (lambda r: r.throughput, lambda x: f"{x:,.0f}"),
+    "db_writes": (lambda r: float(r.db_writes), lambda x: f"{x:,.0f}"),
+    "evictions": (lambda r: float(r.evictions), lambda x: f"{x:,.0f}"),
+    "window_s": (lambda r: r.window_s, lambda x: f"{x:,.3g}"),
+}
+
+
+@dataclass
+class BenchRow:
+    """One strategy and TTL: its repeated runs, and the median and spread of each figure."""
+
+    strategy: str
+    ttl: float | None
+    runs: list[BenchResult]
+    _spreads: dict[str, Spread] = field(default_factory=dict, repr=False)
+
+    def __getitem__(self, name: str) -> Spread:
+        """The ``Spread`` of figure ``name`` (a key of ``FIGURES``)."""
+        spread = self._spreads.get(name)
+        if spread is None:
+            read = FIGURES[name][0]
+            spread = self._spreads[name] = Spread.of([read(r) for r in self.runs])
+        return spread
+
+    def cell(self, name: str) -> str:
+        """Figure ``name`` as a table cell: median (min-max)."""
+        return self[name].fmt(FIGURES[name][1])
+
+    @property
+    def cached(self) -> bool:
+        """Whether a cache was in front of the database."""
+        return self.strategy != "none"
+
+    @property
+    def label(self) -> str:
+        """``none`` or ``strategy ttl=60s``."""
+        return self.runs[0].label
+
+    @property
+    def cache_errors(self) -> int:
+        """Cache errors over every run."""
+        return sum(r.cache_errors for r in self.runs)
+
+
+def rows_of(runs: Sequence[Sequence[BenchResult]]) -> list[BenchRow]:
+    """Group ``run_bench``'s runs into rows."""
+    return [BenchRow(rs[0].strategy, rs[0].ttl, list(rs)) for rs in runs]
+
+
+@dataclass
+class Verdict:
+    """What one cached row is worth next to no cache, and whether it may be ranked."""
+
+    row: BenchRow
+    beyond_window: bool  # TTL >= the run's window: it never expired, the row says nothing
+    slower: bool  # fewer ops/s than no cache in every repeat
+    p95_worse: bool  # higher p95 than no cache in every repeat
+    over_budget: bool  # median stale reads above the budget
+    fewer_ops: bool = False  # median ops/s below no cache's median
+
+    @property
+    def not_paying(self) -> bool:
+        """Slower than no cache: fewer ops/s in every repeat, or a higher p95 and fewer ops/s."""
+        return self.slower or (self.p95_worse and self.fewer_ops)
+
+    @property
+    def ranked(self) -> bool:
+        """Whether the row competes for the recommendation."""
+        return not (self.beyond_window or self.not_paying or self.over_budget)
+
+    def notes(self) -> list[str]:
+        """Short reasons for the table's last column."""
+        out = []
+        if self.beyond_window:
+            out.append("TTL ≥ window")
+        if self.slower:
+            out.append("slower")
+        if self.p95_worse:
+            out.append("p95 up")
+        if self.over_budget:
+            out.append("over stale budget")
+        return out
+
+
+def assess(rows: Sequence[BenchRow], max_stale: float) -> list[Verdict]:
+    """Judge every cached row against no cache (when it was run), its window and the budget."""
+    base = next((r for r in rows if not r.cached), None)
+    out = []
+    for row in rows:
+        if not row.cached:
+            continue
+        window = row["window_s"].lo
+        beyond = row.ttl is not None and row.ttl >= window
+        slower = p95_worse = fewer = False
+        if base is not None:
+            tp, btp = row["throughput"], base["throughput"]
+            slower, fewer = tp.hi < btp.lo, tp.median < btp.median
+            p95_worse = row["p95_us"].lo > base["p95_us"].hi
+        over = row["stale_per_1k"].median > max_stale * 1000
+        out.append(Verdict(row, beyond, slower, p95_worse, over, fewer))
+    return out
+
+
+def pick(verdicts: Sequence[Verdict]) -> Verdict | None:
+    """Return the recommended row's verdict, or None when no cached row is ranked."""
+    ok = [v for v in verdicts if v.ranked]
+    if not ok:
+        return None
+    top = max(v.row["hit_ratio"].median for v in ok)
+    tied = [v for v in ok if v.row["hit_ratio"].median >= top - TIE]
+    return min(
+        tied,
+        key=lambda v: (v.row["db_reads_per_1k"].median, -v.row["throughput"].median),
+    )
+
+
+def render_bench_table(rows: Sequence[BenchRow], verdicts: Sequence[Verdict] = ()) -> str:
+    """Return the rows as an aligned text table: median (min-max) per figure, and notes."""
     head = (
-        "strategy", "TTL", "hit ratio", "DB reads", "DB writes", "p50 µs", "p95 µs", "p99 µs",
-        "ops/s", "stale %", "max stale s", "evictions",
+        "strategy", "TTL", "hit %", "DB reads/1k reads", "stale/1k reads", "p50 µs",
+        "p95 µs", "ops/s", "notes",
     )  # fmt: skip
-    rows = [head]
-    for r in results:
-        cached = r.strategy != "none"
-        rows.append(
+    notes = {id(v.row): v.notes() for v in verdicts}
+    best = pick(verdicts)
+    table = [head]
+    for r in rows:
+        note = notes.get(id(r), [])
+        if best is not None and best.row is r:
+            note = ["recommended", *note]
+        table.append(
             (
                 r.strategy,
-                _ttl(r.ttl) if cached else "-",
-                _pct(r.hit_ratio) if cached else "-",
-                f"{r.db_reads:,}",
-                f"{r.db_writes:,}",
-                f"{r.p50_us:.1f}",
-                f"{r.p95_us:.1f}",
-                f"{r.p99_us:.1f}",
-                f"{r.throughput:,.0f}",
-                f"{r.stale_ratio:.2%}",
-                f"{r.max_staleness_s:.3g}",
-                f"{r.evictions:,}" if cached else "-",
+                _ttl(r.ttl) if r.cached else "-",
+                r.cell("hit_ratio") if r.cached else "-",
+                r.cell("db_reads_per_1k"),
+                r.cell("stale_per_1k"),
+                r.cell("p50_us"),
+                r.cell("p95_us"),
+                r.cell("throughput"),
+                "; ".join(note) if r.cached else "baseline",
             )
         )
     from .workload import format_table
 
-    return format_table(rows)
+    return format_table(table)
 
 
-def _describe(r: BenchResult) -> str:
-    stale = "0 stale reads" if r.stale_reads == 0 else f"{_pct(r.stale_ratio)} stale reads"
+def _us(x: float) -> str:
+    return f"{x / 1000:.2f} ms" if x >= 1000 else f"{x:.0f} µs"
+
+
+def _describe(v: Verdict, base: BenchRow | None) -> str:
+    r = v.row
+    text = (
+        f"{r.strategy} with TTL {_ttl(r.ttl)}: {r.cell('hit_ratio')} % hits, "
+        f"{r.cell('db_reads_per_1k')} DB reads and {r.cell('stale_per_1k')} stale reads per "
+        f"1,000 reads, {r.cell('throughput')} ops/s"
+    )
+    if base is not None:
+        text += (
+            f" (no cache: {base.cell('throughput')}), p95 {_us(base['p95_us'].median)} -> "
+            f"{_us(r['p95_us'].median)}"
+        )
+    return text
+
+
+def assumptions(config: BenchConfig, trace: Trace | None, window: float | None) -> str:
+    """The sentence that says what the recommendation assumed."""
+    if trace is not None:
+        writes = sum(op.kind != "read" for op in trace.ops)
+        bypass = sum(op.kind == "bypass" for op in trace.ops)
+        mix = (
+            f"the trace's mix: {writes / len(trace.ops):.1%} of operations are writes, "
+            f"{bypass / writes if writes else 0:.0%} of them around the cache"
+        )
+    else:
+        mix = (
+            f"{config.write_ratio:.0%} of operations are writes and {config.bypass_writes:.0%} "
+            "of those go around the cache (the only source of stale reads: change it with "
+            "--bypass-writes)"
+        )
+    span = "" if window is None else f" over a {window:,.0f} s window"
+    if config.simulated:
+        rate = (
+            "trace timestamps"
+            if trace is not None and trace.times
+            else (f"{config.ops_per_second:g} requests/s")
+        )
+        clock = f"simulated clock at {rate}{span}"
+    else:
+        clock = f"real clock, {config.threads} threads{span}"
     return (
-        f"{r.strategy} with TTL {_ttl(r.ttl)}: {_pct(r.hit_ratio)} hits, {stale}, "
-        f"{r.db_reads_per_read:.2f} DB reads per read"
+        f"Assumed: {mix}; a stale-read budget of {config.max_stale * 1000:g} per 1,000 reads "
+        f"(--max-stale); {clock}; medians of {config.repeats} repeats, ranges min-max."
     )
 
 
-def pick(results: Sequence[BenchResult], max_stale: float) -> BenchResult | None:
-    """Return the recommended combination, or None when no cached one meets the budget."""
-    ok = [r for r in results if r.strategy != "none" and r.stale_ratio <= max_stale]
-    if not ok:
-        return None
-    top = max(r.hit_ratio for r in ok)
-    tied = [r for r in ok if r.hit_ratio >= top - TIE]
-    return min(tied, key=lambda r: (r.db_reads_per_read, r.stale_ratio, -r.hit_ratio))
-
-
-def recommend(results: Sequence[BenchResult], max_stale: float) -> str:
-    """Return a one-paragraph recommendation derived from the results."""
-    cached = [r for r in results if r.strategy != "none"]
+def recommend(rows: Sequence[BenchRow], config: BenchConfig, trace: Trace | None = None) -> str:
+    """Return the recommendation paragraph, ending with its assumptions."""
+    verdicts = assess(rows, config.max_stale)
+    cached = [r for r in rows if r.cached]
+    base = next((r for r in rows if not r.cached), None)
+    window = min((r["window_s"].lo for r in rows), default=None)
+    tail = " " + assumptions(config, trace, window)
     if not cached:
-        return "No cache strategy was run, so there is nothing to recommend."
-    base = next((r for r in results if r.strategy == "none"), None)
-    best = pick(results, max_stale)
-    budget = f"the stale-read budget of {_pct(max_stale)}"
+        return "No cache strategy was run, so there is nothing to recommend." + tail
+    judged = [v for v in verdicts if not v.beyond_window]
+    beyond = [v.row.label for v in verdicts if v.beyond_window]
+    skipped = (
+        f" Not ranked, because their TTL is at least the {window:,.0f} s the run covered "
+        f"(nothing expired, so they only look like no expiry): {', '.join(beyond)}."
+        if beyond and window is not None
+        else ""
+    )
+    if not judged:
+        return (
+            f"No TTL could be judged: every one is at least the run's window of "
+            f"{window or 0:,.0f} s, so no entry ever expired. Use the simulated clock (the "
+            "default) or a --duration longer than the TTLs." + tail
+        )
+    paying = [v for v in judged if not v.not_paying]
+    if base is not None and not paying:
+        fastest = max(judged, key=lambda v: v.row["throughput"].median)
+        least_db = min(judged, key=lambda v: v.row["db_reads_per_1k"].median)
+        return (
+            "On this database a cache does not pay off: every cached combination was slower "
+            f"than no cache. The fastest was {_describe(fastest, base)}. A cache would still "
+            f"cut database reads to {least_db.row.cell('db_reads_per_1k')} per 1,000 reads "
+            f"({least_db.row.label}): worth it only if the database's load, not its latency, "
+            "is the problem." + skipped + tail
+        )
+    best = pick(verdicts)
     if best is None:
-        least = min(cached, key=lambda r: (r.stale_ratio, -r.hit_ratio))
-        text = (
-            f"No combination kept stale reads within {budget}; the least stale was "
-            f"{_describe(least)}. Stale reads here come from writes that bypass the cache "
-            "and live until the TTL expires: shorten the TTL, send those writes through "
-            "the cache (write-through) or invalidate on them"
+        least = min(
+            paying, key=lambda v: (v.row["stale_per_1k"].median, -v.row["hit_ratio"].median)
         )
-        if base is not None:
-            text += ", or do without a cache for this data"
-        return text + "."
-    text = f"Recommended: {_describe(best)}; it has the most hits within {budget}"
-    others = [r for r in cached if r is not best]
-    rival = max(others, key=lambda r: (r.hit_ratio, -r.stale_ratio)) if others else None
-    if rival is not None:
-        why = "over the budget" if rival.stale_ratio > max_stale else "fewer hits, or more DB reads"
-        text += f". Next best: {_describe(rival)} ({why})"
-    over = [r.label for r in others if r.stale_ratio > max_stale and r is not rival]
-    if over:
-        text += f". Also over the budget: {', '.join(over)}"
-    if base is not None and base.db_reads_per_read > 0:
-        saved = 1 - best.db_reads_per_read / base.db_reads_per_read
+        return (
+            f"No combination kept stale reads within the budget of "
+            f"{config.max_stale * 1000:g} per 1,000 reads; the least stale was "
+            f"{_describe(least, base)}. Stale reads come from writes that bypass the cache "
+            "and live until the TTL expires: shorten the TTL, send those writes through the "
+            "cache (write-through) or invalidate on them, or do without a cache for this data."
+            + skipped
+            + tail
+        )
+    text = f"Recommended: {_describe(best, base)}; the most hits among the ranked combinations"
+    if best.p95_worse:
         text += (
-            f". Against no cache it saves {saved:.0%} of database reads, p50 read latency "
-            f"{base.p50_us:.0f} -> {best.p50_us:.1f} µs"
+            "; its p95 is above no cache's (a miss pays for the cache lookup as well as the "
+            "database), bought back by its throughput"
         )
-    return text + "."
+    rivals = [v for v in judged if v is not best and v.ranked]
+    if rivals:
+        rival = max(rivals, key=lambda v: v.row["hit_ratio"].median)
+        text += f". Next best: {_describe(rival, base)}"
+    over = [v.row.label for v in judged if v.over_budget]
+    if over:
+        text += f". Over the stale budget: {', '.join(over)}"
+    slow = [v.row.label for v in judged if v.not_paying]
+    if slow:
+        text += (
+            f". Not worth it here (fewer ops/s than no cache, or a higher p95 and a lower "
+            f"median ops/s): {', '.join(slow)}"
+        )
+    return text + "." + skipped + tail
 
 
 def describe_run(config: BenchConfig, trace: Trace | None, database: str) -> list[str]:
@@ -123,7 +357,7 @@ def describe_run(config: BenchConfig, trace: Trace | None, database: str) -> lis
     if trace is not None:
         work = (
             f"trace {trace.source}: {len(trace.ops):,} ops on {len(trace.names):,} keys, "
-            "replayed once per combination"
+            "replayed once per run"
         )
     else:
         work = (
@@ -132,6 +366,7 @@ def describe_run(config: BenchConfig, trace: Trace | None, database: str) -> lis
             f"{config.value_size} B payload, seed {config.seed}"
         )
     lines = [f"cachekit bench: {work}; database {database}, cache {config.cache_url}"]
+    reps = f"{config.repeats} repeats each (figures: median (min-max))"
     if config.simulated:
         span = (
             "trace timestamps"
@@ -140,8 +375,8 @@ def describe_run(config: BenchConfig, trace: Trace | None, database: str) -> lis
         )
         ops = len(trace.ops) if trace is not None else config.fixed_ops
         lines.append(
-            f"clock: simulated ({span}); {runs} runs of {ops:,} ops, 1 thread, one run per "
-            "combination; TTLs and staleness are simulated seconds, latencies and ops/s are real"
+            f"clock: simulated ({span}); {runs} combinations x {reps}, {ops:,} ops per run, "
+            "1 thread; TTLs and staleness are simulated seconds, latencies and ops/s are real"
         )
     else:
         size = (
@@ -150,8 +385,8 @@ def describe_run(config: BenchConfig, trace: Trace | None, database: str) -> lis
             else f"{config.ops if trace is None else len(trace.ops):,} ops"
         )
         lines.append(
-            f"clock: real; {runs} runs of {size}, {config.threads} threads, one run per "
-            "combination (no repeats: expect a few % of noise); TTLs are real seconds"
+            f"clock: real; {runs} combinations x {reps}, {size} per run, {config.threads} "
+            "threads; TTLs are real seconds"
         )
     lines.append(
         f"machine: {platform.machine()} with {os.cpu_count()} CPUs, Python "
@@ -164,14 +399,30 @@ def json_document(
     config: BenchConfig,
     trace: Trace | None,
     database: str,
-    results: Sequence[BenchResult],
+    rows: Sequence[BenchRow],
     recommendation: str,
     **extra: Any,
 ) -> dict[str, Any]:
-    """Return the ``--json`` document: config, clock, machine, results, recommendation."""
-    cfg = {k: v for k, v in vars(config).items()}
+    """Return the ``--json`` document: config, clock, machine, rows with runs, recommendation."""
+    cfg = dict(vars(config))
     cfg.update(strategies=list(config.strategies), ttls=list(config.ttls), **extra)
-    best = pick(results, config.max_stale)
+    verdicts = {id(v.row): v for v in assess(rows, config.max_stale)}
+    best = pick(list(verdicts.values()))
+    results = []
+    for row in rows:
+        v = verdicts.get(id(row))
+        results.append(
+            {
+                "label": row.label,
+                "strategy": row.strategy,
+                "ttl": row.ttl,
+                "ranked": None if v is None else v.ranked,
+                "notes": [] if v is None else v.notes(),
+                **{name: row[name].as_dict() for name in FIGURES},
+                "cache_errors": row.cache_errors,
+                "runs": [r.as_dict() for r in row.runs],
+            }
+        )
     return {
         "command": "bench",
         "config": cfg,
@@ -184,7 +435,7 @@ def json_document(
             "threads": config.threads,
             "duration_s": config.duration if trace is None and config.ops is None else None,
             "ops_per_run": config.fixed_ops if trace is None else len(trace.ops),
-            "runs_per_combination": 1,
+            "runs_per_combination": config.repeats,
         },
         "machine": {
             "platform": platform.platform(),
@@ -192,14 +443,18 @@ def json_document(
             "cpus": os.cpu_count(),
             "python": sys.version.split()[0],
         },
-        "results": [r.as_dict() for r in results],
-        "recommended": None if best is None else best.label,
+        "results": results,
+        "recommended": None if best is None else best.row.label,
         "recommendation": recommendation,
     }
 
 
-def plot(results: Sequence[BenchResult], path: str, title: str) -> None:
-    """Draw hit ratio and stale-read rate vs TTL per strategy, and the read latency CDF."""
+def plot(rows: Sequence[BenchRow], path: str, title: str, max_stale: float) -> None:
+    """Draw medians with min-max bars vs TTL: hits, DB reads, stale reads, ops/s vs no cache.
+
+    TTLs at least as long as the run's window are drawn hollow (not ranked);
+    the recommended point is ringed; no cache is a grey line with its range.
+    """
     try:
         import matplotlib
 
@@ -207,51 +462,52 @@ def plot(results: Sequence[BenchResult], path: str, title: str) -> None:
         import matplotlib.pyplot as plt
     except ImportError as exc:
         raise ImportError("--plot needs matplotlib: pip install 'cachekit[plot]'") from exc
-    cached = [r for r in results if r.strategy != "none"]
+    cached = [r for r in rows if r.cached]
+    base = next((r for r in rows if not r.cached), None)
+    verdicts = {id(v.row): v for v in assess(rows, max_stale)}
+    best = pick(list(verdicts.values()))
     ttls = sorted({r.ttl for r in cached}, key=lambda t: math.inf if t is None else t)
-    xs = list(range(len(ttls)))
+    xs = {t: i for i, t in enumerate(ttls)}
+    panels = (
+        ("hit_ratio", 100.0, "hit ratio (%)", "Hits: higher is better"),
+        ("db_reads_per_1k", 1.0, "DB reads per 1,000 reads", "Database reads: lower is better"),
+        ("stale_per_1k", 1.0, "stale reads per 1,000 reads", "Stale reads: lower is better"),
+        ("throughput", 1.0, "operations per second", "Throughput: higher is better"),
+    )
     fig, axes = plt.subplots(2, 2, figsize=(12, 8.5))
     try:
-        ax_hit, ax_stale, ax_db, ax_cdf = axes[0][0], axes[0][1], axes[1][0], axes[1][1]
-        for strategy in dict.fromkeys(r.strategy for r in cached):
-            rows = {r.ttl: r for r in cached if r.strategy == strategy}
-            pts = [(x, rows[t]) for x, t in zip(xs, ttls, strict=True) if t in rows]
-            px = [x for x, _ in pts]
-            ax_hit.plot(px, [r.hit_ratio * 100 for _, r in pts], "o-", label=strategy)
-            ax_stale.plot(px, [r.stale_ratio * 100 for _, r in pts], "o-", label=strategy)
-            ax_db.plot(px, [r.db_reads_per_read for _, r in pts], "o-", label=strategy)
-        base = next((r for r in results if r.strategy == "none"), None)
-        if base is not None:
-            ax_db.axhline(base.db_reads_per_read, color="grey", ls="--", label="no cache")
-        for ax, ylabel, name in (
-            (ax_hit, "hit ratio (%)", "Hit ratio vs TTL"),
-            (ax_stale, "stale reads (% of reads)", "Stale-read rate vs TTL"),
-            (ax_db, "database reads per read", "Database load vs TTL"),
-        ):
-            ax.set_xticks(xs, [_ttl(t) for t in ttls])
-            ax.set_xlabel("TTL")
+        for ax, (name, scale, ylabel, heading) in zip(axes.flat, panels, strict=True):
+            for n, strategy in enumerate(dict.fromkeys(r.strategy for r in cached)):
+                pts = sorted((xs[r.ttl], r) for r in cached if r.strategy == strategy)
+                color = f"C{n}"
+                px = [x + (n - 0.5) * 0.08 for x, _ in pts]  # side by side, bars readable
+                med = [r[name].median * scale for _, r in pts]
+                err = [
+                    [(r[name].median - r[name].lo) * scale for _, r in pts],
+                    [(r[name].hi - r[name].median) * scale for _, r in pts],
+                ]
+                ax.errorbar(px, med, yerr=err, color=color, capsize=3, lw=1.5, label=strategy)
+                for x, (_, r) in zip(px, pts, strict=True):
+                    v = verdicts[id(r)]
+                    face = "white" if not v.ranked else color
+                    ax.plot(x, r[name].median * scale, "o", color=color, mfc=face, ms=7)
+                    if best is not None and best.row is r:
+                        ax.plot(x, r[name].median * scale, "o", ms=16, mfc="none", mec="black")
+            if base is not None and name in ("db_reads_per_1k", "throughput"):
+                b = base[name]
+                ax.axhline(b.median * scale, color="grey", ls="--", label="no cache")
+                ax.axhspan(b.lo * scale, b.hi * scale, color="grey", alpha=0.15)
+            if name == "stale_per_1k":
+                ax.axhline(max_stale * 1000, color="red", ls=":", label="stale budget")
+            ax.set_xticks(range(len(ttls)), [_ttl(t) for t in ttls])
+            ax.set_xlabel("TTL (hollow: not ranked; ringed: recommended)")
             ax.set_ylabel(ylabel)
-            ax.set_title(name)
+            ax.set_title(heading)
+            ax.set_ylim(bottom=0)
             ax.grid(alpha=0.3)
-            ax.legend()
-        ax_hit.set_ylim(0, 100)
-        ax_stale.set_ylim(bottom=0)
-        ax_db.set_ylim(bottom=0)
-        for r in results:
-            lat = r.latencies_us
-            if not lat:
-                continue
-            step = max(1, len(lat) // 2000)
-            sample = lat[::step]
-            ys = [(i * step + 1) / len(lat) for i in range(len(sample))]
-            ax_cdf.plot(sample, ys, label=r.label, drawstyle="steps-post")
-        ax_cdf.set_xscale("log")
-        ax_cdf.set_xlabel("read latency (µs, log scale)")
-        ax_cdf.set_ylabel("share of reads at or below")
-        ax_cdf.set_title("Read latency CDF")
-        ax_cdf.grid(alpha=0.3, which="both")
-        ax_cdf.legend(fontsize="small")
-        fig.suptitle(textwrap.fill(title, 150), fontsize=9)
+            ax.legend(fontsize="small")
+        axes[0][0].set_ylim(0, 100)
+        fig.suptitle(textwrap.fill(title + "; median and min-max of the repeats", 150), fontsize=9)
         fig.tight_layout()
         fig.savefig(path, dpi=110)
     finally:

@@ -102,6 +102,7 @@ def add_workload_arguments(
     ttl_help: str = "one or more TTLs in (simulated) seconds, or 'none' (default: 10 60)",
     strategies: Sequence[str] | None = None,
     bypass_default: float = 0.2,
+    rate_default: float = 500.0,
 ) -> None:
     """Add the workload knobs shared by ``demo`` and ``bench`` to ``parser``."""
     from .workload import STRATEGIES
@@ -148,8 +149,9 @@ def add_workload_arguments(
     parser.add_argument(
         "--ops-per-second",
         type=float,
-        default=500.0,
-        help="simulated request rate: the cache clock moves 1/N s per operation",
+        default=rate_default,
+        help="simulated request rate: the cache clock moves 1/N s per operation "
+        f"(default {rate_default:g})",
     )
     parser.add_argument(
         "--db",

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, NamedTuple, Protocol
 from urllib.parse import urlsplit
 
-from .backends import backend_from_url
+from .backends import Backend, backend_from_url
 from .cache import Cache
 from .policies import NO_EXPIRY, TTL, CacheAside, Policy, WriteThrough
 
@@ -272,12 +272,20 @@ def make_cache(
     ttl: float | None,
     clock: Callable[[], float] | None,
     namespace: str,
+    *,
+    backend: Backend | None = None,
 ) -> Cache:
-    """Build the cache of one scenario: ``memory://`` runs on ``clock`` (None: real time)."""
+    """Build the cache of one scenario: ``memory://`` runs on ``clock`` (None: real time).
+
+    ``backend``, when given, is used instead of one built from ``url`` (the
+    cache then runs on ``clock`` too, for its TTLs and namespace checks).
+    """
     ttl_obj = NO_EXPIRY if ttl is None else TTL(ttl)
     stores = strategy in ("write-through", "repository")
     policy: Policy = WriteThrough(ttl_obj) if stores else CacheAside(ttl_obj)
-    if clock is not None and urlsplit(url).scheme.lower() == "memory":
+    if backend is not None:
+        cache = Cache(backend, namespace=namespace, policy=policy, timer=clock or time.monotonic)
+    elif clock is not None and urlsplit(url).scheme.lower() == "memory":
         # Cache.from_url gives timer= to the Cache only; expiry lives in the backend.
         backend = backend_from_url(url, timer=clock)
         cache = Cache(backend, namespace=namespace, policy=policy, timer=clock)

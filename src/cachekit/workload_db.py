@@ -84,6 +84,8 @@ class SqlUserStore:
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
         self.table = users_table(sa.MetaData(), table, payload)
         self._reads = self._writes = 0
+        self._seeded = False
+        self._dirty: set[int] = set()
         self._count_lock = threading.Lock()
         self._local = threading.local()
         sa.event.listen(self.engine, "before_cursor_execute", self._count)
@@ -127,10 +129,30 @@ class SqlUserStore:
             conn.close()
             self._local.conn = None
 
-    def reset(self) -> None:
-        """(Re)create and seed the table, then zero the query counters."""
+    def _scores(self) -> list[int]:
         rng = random.Random(self.seed)
+        return [rng.randrange(1_000_000) for _ in range(self.rows)]
+
+    def reset(self) -> None:
+        """Restore the seeded table, then zero the query counters.
+
+        The first call (re)creates and seeds the table; later calls put back
+        only the rows written since (seconds saved per run on 10,000 rows).
+        """
         t = self.table
+        if self._seeded:
+            dirty, self._dirty = sorted(self._dirty), set()
+            if dirty:
+                scores = self._scores()
+                restore = (
+                    sa.update(t)
+                    .where(t.c.id == sa.bindparam("uid"))
+                    .values(score=sa.bindparam("score"), version=0, updated_at=0.0)
+                )
+                self._conn.execute(restore, [{"uid": i, "score": scores[i - 1]} for i in dirty])
+            self._reads = self._writes = 0
+            return
+        scores = self._scores()
         t.drop(self._conn, checkfirst=True)
         t.create(self._conn)
         self._conn.execute(
@@ -140,7 +162,7 @@ class SqlUserStore:
                     "id": i,
                     "name": f"user {i}",
                     "email": f"user{i}@example.com",
-                    "score": rng.randrange(1_000_000),
+                    "score": scores[i - 1],
                     "version": 0,
                     "updated_at": 0.0,
                     **({"payload": _payload(i, self.payload)} if self.payload else {}),
@@ -148,6 +170,8 @@ class SqlUserStore:
                 for i in range(1, self.rows + 1)
             ],
         )
+        self._seeded = True
+        self._dirty.clear()
         self._reads = self._writes = 0
 
     def load(self, key: int) -> dict[str, Any] | None:
@@ -157,6 +181,7 @@ class SqlUserStore:
 
     def save(self, key: int, value: int, now: float) -> dict[str, Any]:
         """Set ``score`` and bump ``version`` of ``key``; return the new row."""
+        self._dirty.add(key)
         result = self._connection().execute(self._update, {"uid": key, "score": value, "now": now})
         if self._returning:
             return _plain(result.one())
@@ -195,6 +220,7 @@ class SqlUserStore:
             return None if row is None else {"id": row.id, "version": row.version}
 
         def write(user_id: int, value: int) -> dict[str, Any]:
+            self._dirty.add(user_id)
             row = repo.update(user_id, score=value, updated_at=now())
             if row is None:
                 raise LookupError(f"no user {user_id}")
@@ -208,6 +234,7 @@ class SqlUserStore:
 
     def drop(self) -> None:
         """Drop the table (a shared database keeps no trace of the run)."""
+        self._seeded = False
         self.table.drop(self._conn, checkfirst=True)
 
     def close(self) -> None:
