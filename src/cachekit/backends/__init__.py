@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 from ..errors import ConfigurationError
 from .base import MISSING, Backend, Missing
 
-__all__ = ["MISSING", "Backend", "Missing", "backend_from_url", "register_backend"]
+__all__ = ["MISSING", "Backend", "Missing", "backend_from_url", "redact_url", "register_backend"]
 
 # scheme -> ("module:Class" or the class itself, extra that provides its driver)
 _REGISTRY: dict[str, tuple[str | type[Backend], str | None]] = {
@@ -29,6 +29,21 @@ _REGISTRY: dict[str, tuple[str | type[Backend], str | None]] = {
     "rediss+sentinel": ("cachekit.backends.sentinel:RedisSentinelBackend", "redis"),
     "memcached": ("cachekit.backends.memcached:MemcachedBackend", "memcached"),
 }
+
+
+def redact_url(url: str) -> str:
+    """``url`` with everything before its last ``@`` after the scheme shown as ``***``.
+
+    Cutting at the last ``@`` also hides a password whose unencoded ``/``,
+    ``?`` or ``#`` made a URL parser see it as the path or query.
+    """
+    if "@" not in url:
+        return url
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    host = rest.rsplit("@", 1)[1]
+    return f"{scheme}{sep}***@{host}"
 
 
 def register_backend(scheme: str, target: str | type[Backend]) -> None:
@@ -67,7 +82,12 @@ def _resolve(scheme: str) -> type[Backend]:
 
 def backend_from_url(url: str, **options: Any) -> Backend:
     """Build the backend that serves ``url``'s scheme."""
-    scheme = urlsplit(url).scheme.lower()
+    try:
+        scheme = urlsplit(url).scheme.lower()
+    except ValueError:  # e.g. an unbalanced IPv6 bracket
+        raise ConfigurationError(f"malformed cache URL {redact_url(url)!r}") from None
     if not scheme:
-        raise ConfigurationError(f"cache URL {url!r} has no scheme (e.g. memory://, redis://)")
+        raise ConfigurationError(
+            f"cache URL {redact_url(url)!r} has no scheme (e.g. memory://, redis://)"
+        )
     return _resolve(scheme).from_url(url, **options)

@@ -3,68 +3,261 @@
 Both backends move bytes only; the ``Cache`` above them serializes, counts and
 falls open. What they add is the Redis side of the contract:
 
-- timeouts are always set (connect and read 250 ms by default) and redis-py's
-  retries are off (``Retry(NoBackoff(), 0)``), so a dead or stalled server
-  costs one timeout per call, never a retry storm;
+- every command has a **deadline** (``socket_timeout``, 250 ms by default) for
+  the whole command: taking a connection, connecting, the handshake, every
+  write and every read of the answer (on a cluster also discovery and
+  redirects). A server that trickles its answer a byte at a time cannot hold
+  a caller longer than that. redis-py's retries are off (``Retry(NoBackoff(),
+  0)``); any retry asked for runs inside the same deadline;
+- a server that cannot be reached or does not answer in time raises
+  ``BackendUnavailableError``; a server that answered but refused the command
+  (out of memory, ``ERR ...``, an ACL denial, a bad argument) raises
+  ``BackendRejectedError``; both with the cause chained. A value over
+  ``max_value_size`` raises ``ValueTooLargeError`` before anything is sent;
+- a TTL of ``inf`` means no expiry, one over ``MAX_TTL`` is clamped to it, one
+  ``<= 0`` (or NaN) expires the entry at once (it is deleted, never stored);
 - ``get_many`` is one ``MGET`` and ``set_many`` one pipeline of ``SET PX``
   (on a cluster: one command per slot, sent as one pipeline per node);
-- every redis-py error is raised as ``BackendUnavailableError`` with the cause
-  chained, and a value over ``max_value_size`` as ``ValueTooLargeError``
-  before anything is sent;
 - connection pools (a ``RedisCluster`` client for a cluster) are shared by
-  every backend built from the same URL and options, and disconnected when
-  the last of them is closed. A client passed in is never closed.
+  every backend built from the same URL and options, disconnected when the
+  last of them is closed, and never reused across ``fork()``: a child process
+  opens its own connections. A client passed in is never closed;
+- no message, ``repr`` or ``server_address`` carries a user name or password.
 """
 
 from __future__ import annotations
 
-import inspect
 import math
+import os
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, ClassVar
+from time import monotonic
+from typing import Any, ClassVar, Final, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import redis
 from redis.backoff import NoBackoff
-from redis.cluster import ClusterNode, RedisCluster
-from redis.exceptions import RedisClusterException, RedisError
+from redis.cluster import REDIS_ALLOWED_KEYS, ClusterNode, RedisCluster
+from redis.exceptions import (
+    ClusterError,
+    DataError,
+    ReadOnlyError,
+    RedisClusterException,
+    RedisError,
+    ResponseError,
+    TryAgainError,
+)
 from redis.retry import Retry
 
 from ..errors import (
+    BackendRejectedError,
     BackendUnavailableError,
+    CacheError,
     ConfigurationError,
     SerializationError,
     ValueTooLargeError,
 )
+from . import redact_url
 from .base import MISSING, Backend
 
-__all__ = ["DEFAULT_MAX_VALUE_SIZE", "DEFAULT_TIMEOUT", "RedisBackend", "RedisClusterBackend"]
+__all__ = [
+    "DEFAULT_MAX_VALUE_SIZE",
+    "DEFAULT_TIMEOUT",
+    "MAX_TTL",
+    "RedisBackend",
+    "RedisClusterBackend",
+    "deadline_connection_class",
+]
 
-#: Connect and read timeout in seconds unless configured otherwise.
-DEFAULT_TIMEOUT = 0.25
+_T = TypeVar("_T")
+
+#: Deadline of each command (and TCP connect timeout), seconds, unless configured otherwise.
+DEFAULT_TIMEOUT: Final = 0.25
 #: Redis's own limit for a string value (``proto-max-bulk-len``).
-DEFAULT_MAX_VALUE_SIZE = 512 * 1024 * 1024
+DEFAULT_MAX_VALUE_SIZE: Final = 512 * 1024 * 1024
+DEFAULT_PORT: Final = 6379
+# Redis refuses an expiry whose absolute time overflows a signed 64-bit count of
+# milliseconds; 2**62 ms (about 146 million years) leaves room for any clock.
+_MAX_PX: Final = 2**62
+#: Longest TTL sent to Redis, in seconds; longer ones (not ``inf``) are clamped to it.
+MAX_TTL: Final = _MAX_PX / 1000
 
 # Everything redis-py raises for a server that is down, slow, full or confused.
 _ERRORS = (RedisError, RedisClusterException, OSError)
+# Error replies that mean "this server cannot serve now", not "this command is refused".
+_OUTAGE_REPLIES = (ClusterError, TryAgainError, ReadOnlyError)
+_OUTAGE_PREFIXES = ("BUSY ", "MASTERDOWN", "LOADING", "CLUSTERDOWN")
 
-# Compare-and-set: ARGV = expected, new value, PX in ms (-1: no expiry, 0: delete).
+# Compare-and-set: ARGV = expected, new value, expiry ('' none, '0' delete, else PX ms).
 _CAS_LUA = """
 local cur = redis.call('GET', KEYS[1])
 if cur == false or cur ~= ARGV[1] then return 0 end
-local px = tonumber(ARGV[3])
-if px > 0 then
-  redis.call('SET', KEYS[1], ARGV[2], 'PX', px)
-elseif px < 0 then
+local px = ARGV[3]
+if px == '' then
   redis.call('SET', KEYS[1], ARGV[2])
-else
+elseif px == '0' then
   redis.call('DEL', KEYS[1])
+else
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', px)
 end
 return 1
 """
 
+
+def _k(key: str) -> bytes:
+    # The Cache hands us str keys that may hold lone surrogates; keep them byte-exact.
+    return key.encode("utf-8", "surrogatepass")
+
+
+def _expiry(ttl: float | None) -> int | None:
+    """PX milliseconds for ``ttl`` seconds: ``None`` never expires, ``0`` expires at once."""
+    if ttl is None or ttl == math.inf:
+        return None
+    if not ttl > 0:  # zero, negative and NaN: already expired
+        return 0
+    if ttl >= MAX_TTL:
+        return _MAX_PX
+    return max(1, math.ceil(ttl * 1000))  # never 0 for a positive ttl
+
+
+def _scrub(text: str, secrets: Iterable[str]) -> str:
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+def _failure(command: str, exc: BaseException, secrets: Iterable[str] = ()) -> CacheError:
+    """Translate a redis-py error: refused by a healthy server, or the server unavailable."""
+    detail = _scrub(f"{type(exc).__name__}: {exc}", secrets)
+    refused = isinstance(exc, (ResponseError, DataError)) and not (
+        isinstance(exc, _OUTAGE_REPLIES) or str(exc).startswith(_OUTAGE_PREFIXES)
+    )
+    if refused:
+        return BackendRejectedError(f"Redis refused {command}: {detail}")
+    return BackendUnavailableError(f"Redis {command} failed: {detail}")
+
+
+# ---------------------------------------------------------------- per-command deadline
+
+
+class _Deadline(threading.local):
+    """The monotonic time by which this thread's current command must be done."""
+
+    at: float | None = None
+
+
+_DEADLINE = _Deadline()
+
+
+def _budget(timeout: float | None) -> float | None:
+    """``timeout`` shortened to what is left of the command's deadline (if one is running)."""
+    at = _DEADLINE.at
+    if at is None:
+        return timeout
+    remaining = at - monotonic()
+    if remaining <= 0:
+        raise TimeoutError("the command's deadline has passed")  # socket.timeout
+    return remaining if timeout is None or remaining < timeout else timeout
+
+
+class _DeadlineSocket:
+    """A connected socket whose blocking calls never run past the command's deadline.
+
+    redis-py sets one timeout per ``recv``; a server trickling its answer resets
+    it with every byte. Here each call gets only what is left of the deadline.
+    """
+
+    __slots__ = ("_set", "_sock", "_timeout")
+
+    def __init__(self, sock: Any) -> None:
+        self._sock = sock
+        self._timeout: float | None = sock.gettimeout()  # what redis-py asked for
+        self._set = self._timeout  # what the socket has now
+
+    def _arm(self) -> Any:
+        want = self._timeout
+        if want != 0:  # 0 is a non-blocking poll: nothing to bound
+            want = _budget(want)
+        if want != self._set:
+            self._sock.settimeout(want)
+            self._set = want
+        return self._sock
+
+    def recv(self, *args: Any) -> bytes:
+        data: bytes = self._arm().recv(*args)
+        return data
+
+    def recv_into(self, *args: Any) -> int:
+        n: int = self._arm().recv_into(*args)
+        return n
+
+    def send(self, *args: Any) -> int:
+        n: int = self._arm().send(*args)
+        return n
+
+    def sendall(self, *args: Any) -> None:
+        self._arm().sendall(*args)
+
+    def settimeout(self, value: float | None) -> None:
+        self._timeout = value
+
+    def gettimeout(self) -> float | None:
+        return self._timeout
+
+    def __getattr__(self, name: str) -> Any:  # fileno, shutdown, close, pending, ...
+        return getattr(self._sock, name)
+
+
+class _DeadlineMixin:
+    """Connect, TLS handshake and every read and write bounded by the command's deadline."""
+
+    _socket_connect_timeout: float | None
+    socket_timeout: float | None
+
+    @property
+    def socket_connect_timeout(self) -> float | None:
+        return _budget(self._socket_connect_timeout)
+
+    @socket_connect_timeout.setter
+    def socket_connect_timeout(self, value: float | None) -> None:
+        self._socket_connect_timeout = value
+
+    def _connect(self) -> Any:
+        return _DeadlineSocket(super()._connect())  # type: ignore[misc]
+
+    def _wrap_socket_with_ssl(self, sock: Any) -> Any:
+        # CPython bounds a whole TLS handshake by the socket's timeout
+        sock.settimeout(_budget(self.socket_timeout))
+        wrapped = super()._wrap_socket_with_ssl(sock)  # type: ignore[misc]
+        wrapped.settimeout(self.socket_timeout)
+        return wrapped
+
+
+_DEADLINE_CLASSES: dict[type[Any], type[Any]] = {}
+
+
+def deadline_connection_class(base: type[Any]) -> type[Any]:
+    """Return a subclass of the redis-py connection class ``base`` that obeys command deadlines."""
+    cls = _DEADLINE_CLASSES.get(base)
+    if cls is None:
+        cls = _DEADLINE_CLASSES[base] = type(f"Deadline{base.__name__}", (_DeadlineMixin, base), {})
+    return cls
+
+
+# ---------------------------------------------------------------- URLs and options
+
+
 # Query parameters we understand, with their types (keyword options need the same types).
+def _flag(value: str) -> bool:
+    lowered = value.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"not a boolean: {value!r}")
+
+
 _QUERY_TYPES: dict[str, Callable[[str], Any]] = {
     "socket_timeout": float,
     "connect_timeout": float,
@@ -81,53 +274,128 @@ _QUERY_TYPES: dict[str, Callable[[str], Any]] = {
     "ssl_ca_path": str,
     "ssl_certfile": str,
     "ssl_keyfile": str,
-    "ssl_check_hostname": lambda v: v.lower() in ("1", "true", "yes", "on"),
+    "ssl_check_hostname": _flag,
 }
 
-# Extra keyword options handed to redis-py as they are (TLS files, client name, ...).
-_PASSTHROUGH = frozenset(inspect.signature(redis.Redis.__init__).parameters) - {
-    "self",
-    "host",
-    "port",
-    "connection_pool",
-    "unix_socket_path",
-    "retry",
-    "retry_on_timeout",
-    "retry_on_error",
-    "single_connection_client",
-    "decode_responses",
-    "socket_timeout",
-    "socket_connect_timeout",
-    "max_connections",
-    "health_check_interval",
-}
+# Keyword options handed to redis-py's connections as they are.
+_COMMON_OPTIONS = frozenset(
+    {
+        "username",
+        "password",
+        "client_name",
+        "credential_provider",
+        "driver_info",
+        "encoding",
+        "encoding_errors",
+        "lib_name",
+        "lib_version",
+        "protocol",
+        "socket_read_size",
+    }
+)
+_TCP_OPTIONS = frozenset({"socket_keepalive", "socket_keepalive_options"})
+_TLS_OPTIONS = frozenset(
+    {
+        "ssl_ca_certs",
+        "ssl_ca_data",
+        "ssl_ca_path",
+        "ssl_cert_reqs",
+        "ssl_certfile",
+        "ssl_check_hostname",
+        "ssl_ciphers",
+        "ssl_exclude_verify_flags",
+        "ssl_include_verify_flags",
+        "ssl_keyfile",
+        "ssl_min_version",
+        "ssl_ocsp_context",
+        "ssl_ocsp_expected_cert",
+        "ssl_password",
+        "ssl_validate_ocsp",
+        "ssl_validate_ocsp_stapled",
+    }
+)
+_CERT_REQS = ("none", "optional", "required")
+# Every keyword option some Redis backend hands to redis-py (the Sentinel backend checks these).
+_PASSTHROUGH = _COMMON_OPTIONS | _TCP_OPTIONS | _TLS_OPTIONS
 
 
-def _unavailable(command: str, exc: BaseException) -> BackendUnavailableError:
-    return BackendUnavailableError(f"Redis {command} failed: {type(exc).__name__}: {exc}")
+def _split_options(url: str, options: Mapping[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """Return the split URL and its query merged with ``options`` (keywords win)."""
+    parts = _split(url)
+    merged: dict[str, Any] = {}
+    for name, values in parse_qs(parts.query, keep_blank_values=True).items():
+        if name == "serializer":  # consumed by Cache.from_url
+            continue
+        convert = _QUERY_TYPES.get(name)
+        if convert is None:
+            known = ", ".join(sorted(_QUERY_TYPES))
+            raise ConfigurationError(f"unknown Redis URL option {name!r} (known: {known})")
+        try:
+            merged[name] = convert(values[-1])
+        except ValueError:
+            raise ConfigurationError(
+                f"Redis URL option {name!r} needs a {getattr(convert, '__name__', 'value')}, "
+                f"not {values[-1]!r}"
+            ) from None
+    merged.update(options)
+    if "socket_connect_timeout" in merged:
+        merged.setdefault("connect_timeout", merged.pop("socket_connect_timeout"))
+    return parts._replace(query="", fragment=""), merged
 
 
-def _k(key: str) -> bytes:
-    # The Cache hands us str keys that may hold lone surrogates; keep them byte-exact.
-    return key.encode("utf-8", "surrogatepass")
+def _split(url: str) -> Any:
+    """``urlsplit`` that refuses a URL whose credentials spill out of the host part."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. an unbalanced IPv6 bracket; the text may hold the password
+        raise ConfigurationError(f"malformed Redis URL {redact_url(url)!r}") from None
+    if "@" in parts.path or "@" in parts.query or "@" in parts.fragment:
+        raise ConfigurationError(
+            "malformed Redis URL (an '@' after the host): percent-encode '/', '?', '#' "
+            "and '@' in the user name and password"
+        )
+    return parts
 
 
-def _px(ttl: float) -> int:
-    """Milliseconds for a positive ``ttl`` in seconds (at least 1, never 0 = 'no expiry')."""
-    return max(1, math.ceil(ttl * 1000))
+def _credentials(netloc: str) -> tuple[str | None, str | None, str]:
+    """Split ``[user[:password]@]hosts`` into user, password and the host part."""
+    userinfo, _, hosts = netloc.rpartition("@")
+    username = password = None
+    if userinfo:
+        user, has_pw, pw = userinfo.partition(":")
+        username = unquote(user) or None
+        password = unquote(pw) if has_pw else None
+    return username, password, hosts
 
 
-def _unsplit(parts: Any) -> str:
-    """The URL without query or fragment (``unix:///path`` keeps its slashes)."""
-    return f"{parts.scheme}://{parts.netloc}{parts.path}"
+def _host_port(text: str, what: str = "Redis URL") -> tuple[str, int]:
+    """Parse ``host[:port]`` (``[v6]:port`` too); the port must be 1-65535."""
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port_text = rest[1:] if rest.startswith(":") else rest
+    else:
+        host, _, port_text = text.partition(":")
+    if not host:
+        raise ConfigurationError(f"{what} has no host (e.g. redis://127.0.0.1:6379/0)")
+    if not port_text:
+        return host, DEFAULT_PORT
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ConfigurationError(f"{what} port {port_text!r} is not a number in 1-65535")
+    return host, int(port_text)
 
 
-def _public(parts: Any) -> str:
-    """The URL without credentials, query or fragment (safe to log and to label metrics)."""
-    return f"{parts.scheme}://{parts.netloc.rsplit('@', 1)[-1]}{parts.path}"
+def _db_number(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ConfigurationError(f"Redis database ({where}) must be a number, not {value!r}")
+    text = str(value)
+    if not text.isdigit():
+        raise ConfigurationError(f"Redis database {text!r} ({where}) is not a number >= 0")
+    return int(text)
 
 
 def _positive(name: str, value: Any) -> float:
+    if isinstance(value, bool):
+        value = None
     try:
         seconds = float(value)
     except (TypeError, ValueError):
@@ -137,53 +405,91 @@ def _positive(name: str, value: Any) -> float:
     return seconds
 
 
-def _split_options(url: str, options: Mapping[str, Any]) -> tuple[Any, dict[str, Any]]:
-    """Return the split URL and its query merged with ``options`` (keywords win)."""
-    parts = urlsplit(url)
-    merged: dict[str, Any] = {}
-    for name, values in parse_qs(parts.query).items():
-        if name == "serializer":  # consumed by Cache.from_url
-            continue
-        convert = _QUERY_TYPES.get(name)
-        if convert is None:
-            known = ", ".join(sorted(_QUERY_TYPES))
-            raise ConfigurationError(f"unknown Redis URL option {name!r} (known: {known})")
-        try:
-            merged[name] = convert(values[-1])
-        except ValueError as exc:
-            raise ConfigurationError(f"bad value for Redis URL option {name!r}: {exc}") from exc
-    merged.update(options)
-    if "socket_connect_timeout" in merged:
-        merged.setdefault("connect_timeout", merged.pop("socket_connect_timeout"))
-    return parts, merged
+def _whole(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigurationError(f"{name} must be a whole number >= {minimum}, got {value!r}")
+    return value
+
+
+def _connection_kwargs(
+    *,
+    socket_timeout: Any,
+    connect_timeout: Any,
+    retries: Any,
+    max_connections: Any,
+    max_value_size: Any,
+    options: Mapping[str, Any],
+    allowed: frozenset[str],
+) -> dict[str, Any]:
+    """Validate the shared options; return redis-py connection keywords (no retry object)."""
+    unknown = set(options) - allowed
+    if unknown:
+        extra = unknown & _TLS_OPTIONS
+        hint = " (TLS options need rediss://)" if extra else ""
+        raise ConfigurationError(f"unknown Redis options: {', '.join(sorted(unknown))}{hint}")
+    _whole("retries", retries, 0)
+    if max_value_size is not None:
+        _whole("max_value_size", max_value_size, 1)
+    cert_reqs = options.get("ssl_cert_reqs")
+    if isinstance(cert_reqs, str) and cert_reqs.lower() not in _CERT_REQS:
+        raise ConfigurationError(f"ssl_cert_reqs must be one of {', '.join(_CERT_REQS)}")
+    if options.get("protocol") not in (None, 2, 3, "2", "3"):
+        raise ConfigurationError("protocol must be 2 or 3")
+    kwargs: dict[str, Any] = {
+        "socket_timeout": _positive("socket_timeout", socket_timeout),
+        "socket_connect_timeout": _positive("connect_timeout", connect_timeout),
+        **options,
+    }
+    if max_connections is not None:
+        kwargs["max_connections"] = _whole("max_connections", max_connections, 1)
+    return kwargs
 
 
 # ---------------------------------------------------------------- shared clients
 
 
 class _Shared:
-    """A pool or cluster client used by every backend built from one URL + options."""
+    """A pool or cluster client used by every backend built from one URL + options.
 
-    __slots__ = ("build", "lock", "refs", "resource")
+    ``get()`` builds a fresh one in a child process after ``fork()``: the
+    parent's sockets (and locks another thread may have held) stay the parent's.
+    """
+
+    __slots__ = ("build", "lock", "pid", "refs", "resource")
 
     def __init__(self, build: Callable[[], Any]) -> None:
         self.build = build
         self.resource: Any = None
+        self.pid = 0
         self.refs = 0
         self.lock = threading.Lock()
 
     def get(self) -> Any:
+        """The shared resource of this process, built on first use."""
         resource = self.resource
-        if resource is None:
+        if resource is None or self.pid != os.getpid():
             with self.lock:
-                if self.resource is None:
+                if self.resource is None or self.pid != os.getpid():
                     self.resource = self.build()
+                    self.pid = os.getpid()
                 resource = self.resource
         return resource
 
 
 _SHARED: dict[tuple[str, ...], _Shared] = {}
 _SHARED_LOCK = threading.Lock()
+
+
+def _after_fork_in_child() -> None:
+    # a lock held by another thread at fork() would stay held forever in the child
+    global _SHARED_LOCK
+    _SHARED_LOCK = threading.Lock()
+    for shared in _SHARED.values():
+        shared.lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _acquire(key: tuple[str, ...], build: Callable[[], Any]) -> _Shared:
@@ -204,7 +510,7 @@ def _release(key: tuple[str, ...], shared: _Shared, dispose: Callable[[Any], Non
             del _SHARED[key]
     with shared.lock:
         resource, shared.resource = shared.resource, None
-    if resource is not None:
+    if resource is not None and shared.pid == os.getpid():
         dispose(resource)
 
 
@@ -216,15 +522,30 @@ def _pool_key(kind: str, where: str, kwargs: Mapping[str, Any]) -> tuple[str, ..
 
 
 class _RedisCommon(Backend):
-    """Commands that read the same on one server and on a cluster."""
+    """Commands that read the same on one server and on a cluster, each under one deadline."""
 
     max_value_size: int | None = DEFAULT_MAX_VALUE_SIZE
     _cas_script: Any = None
+    _timeout: float = DEFAULT_TIMEOUT
+    _secrets: tuple[str, ...] = ()
 
     @property
     def client(self) -> Any:
         """The redis-py client in use (``redis.Redis`` or ``redis.cluster.RedisCluster``)."""
         raise NotImplementedError
+
+    def _run(self, command: str, call: Callable[[], _T]) -> _T:
+        """Run ``call`` under this command's deadline; translate redis-py's errors."""
+        state = _DEADLINE
+        outer = state.at
+        if outer is None:
+            state.at = monotonic() + self._timeout
+        try:
+            return call()
+        except _ERRORS as exc:
+            raise _failure(command, exc, self._secrets) from exc
+        finally:
+            state.at = outer
 
     def _data(self, key: str, value: Any) -> bytes | bytearray | memoryview:
         """Check a value before it is sent: bytes only, within ``max_value_size``."""
@@ -242,53 +563,37 @@ class _RedisCommon(Backend):
 
     def get(self, key: str) -> Any:
         """Return the bytes under ``key`` (``GET``), or ``MISSING``."""
-        try:
-            value = self.client.get(_k(key))
-        except _ERRORS as exc:
-            raise _unavailable("GET", exc) from exc
+        value = self._run("GET", lambda: self.client.get(_k(key)))
         return MISSING if value is None else value
 
     def set(self, key: str, value: Any, ttl: float | None) -> None:
-        """Store ``value`` (``SET PX``); ``ttl`` ``None`` never expires, ``<= 0`` deletes."""
+        """Store ``value`` (``SET PX``); ``None``/``inf`` never expire, ``<= 0`` deletes."""
         data = self._data(key, value)
-        try:
-            if ttl is None:
-                self.client.set(_k(key), data)
-            elif ttl > 0:
-                self.client.set(_k(key), data, px=_px(ttl))
-            else:
-                self.client.delete(_k(key))
-        except _ERRORS as exc:
-            raise _unavailable("SET", exc) from exc
+        px = _expiry(ttl)
+        if px == 0:
+            self._run("DEL", lambda: self.client.delete(_k(key)))
+        else:
+            self._run("SET", lambda: self.client.set(_k(key), data, px=px))
 
     def add(self, key: str, value: Any, ttl: float | None) -> bool:
         """Store ``value`` only if ``key`` is absent (``SET NX PX``); return whether stored."""
         data = self._data(key, value)
-        try:
-            if ttl is not None and ttl <= 0:
-                # an already expired entry is "stored" only in the sense that the key was free
-                return not self.client.exists(_k(key))
-            px = None if ttl is None else _px(ttl)
-            return bool(self.client.set(_k(key), data, nx=True, px=px))
-        except _ERRORS as exc:
-            raise _unavailable("SET NX", exc) from exc
+        px = _expiry(ttl)
+        if px == 0:
+            # an already expired entry is "stored" only in the sense that the key was free
+            return not self._run("EXISTS", lambda: self.client.exists(_k(key)))
+        return bool(self._run("SET NX", lambda: self.client.set(_k(key), data, nx=True, px=px)))
 
     def delete(self, key: str) -> bool:
         """Remove ``key`` (``DEL``); return whether it was present."""
-        try:
-            return bool(self.client.delete(_k(key)))
-        except _ERRORS as exc:
-            raise _unavailable("DEL", exc) from exc
+        return bool(self._run("DEL", lambda: self.client.delete(_k(key))))
 
     def delete_many(self, keys: Iterable[str]) -> int:
         """Remove ``keys`` with one ``DEL`` (one per slot on a cluster); return how many existed."""
         encoded = [_k(k) for k in keys]
         if not encoded:
             return 0
-        try:
-            return int(self.client.delete(*encoded))
-        except _ERRORS as exc:
-            raise _unavailable("DEL", exc) from exc
+        return int(self._run("DEL", lambda: self.client.delete(*encoded)))
 
     def _mget(self, keys: list[bytes]) -> list[Any]:
         raise NotImplementedError
@@ -298,10 +603,7 @@ class _RedisCommon(Backend):
         keys = list(dict.fromkeys(keys))
         if not keys:
             return {}
-        try:
-            values = self._mget([_k(k) for k in keys])
-        except _ERRORS as exc:
-            raise _unavailable("MGET", exc) from exc
+        values = self._run("MGET", lambda: self._mget([_k(k) for k in keys]))
         return {k: v for k, v in zip(keys, values, strict=True) if v is not None}
 
     def set_many(self, mapping: Mapping[str, Any], ttl: float | None) -> None:
@@ -309,17 +611,18 @@ class _RedisCommon(Backend):
         items = [(_k(k), self._data(k, v)) for k, v in mapping.items()]
         if not items:
             return
-        if ttl is not None and ttl <= 0:
+        px = _expiry(ttl)
+        if px == 0:
             self.delete_many(mapping)
             return
-        px = None if ttl is None else _px(ttl)
-        try:
+
+        def send() -> None:
             pipe = self.client.pipeline(transaction=False)
             for k, data in items:
                 pipe.set(k, data, px=px)
             pipe.execute()
-        except _ERRORS as exc:
-            raise _unavailable("SET (pipeline)", exc) from exc
+
+        self._run("SET (pipeline)", send)
 
     # -- optional capabilities
 
@@ -327,25 +630,24 @@ class _RedisCommon(Backend):
         """Store ``value`` only if ``key`` holds exactly ``expected`` (Lua); return whether."""
         old = self._data(key, expected)
         data = self._data(key, value)
-        px = -1 if ttl is None else (_px(ttl) if ttl > 0 else 0)
-        try:
+        px = _expiry(ttl)
+        arg = "" if px is None else str(px)
+
+        def run() -> Any:
             script = self._cas_script
             if script is None:
                 # register_script runs EVALSHA and falls back to loading the script once
                 script = self._cas_script = self.client.register_script(_CAS_LUA)
-            return bool(script(keys=[_k(key)], args=[old, data, px]))
-        except _ERRORS as exc:
-            raise _unavailable("compare-and-set script", exc) from exc
+            return script(keys=[_k(key)], args=[old, data, arg])
+
+        return bool(self._run("compare-and-set script", run))
 
     def _infos(self) -> list[dict[str, Any]]:
         raise NotImplementedError
 
     def server_stats(self) -> dict[str, float]:
         """Return server-wide ``evictions``, ``expired``, ``hits``, ``misses`` (sum of masters)."""
-        try:
-            infos = self._infos()
-        except _ERRORS as exc:
-            raise _unavailable("INFO stats", exc) from exc
+        infos = self._run("INFO stats", self._infos)
         fields = {
             "evictions": "evicted_keys",
             "expired": "expired_keys",
@@ -358,14 +660,21 @@ class _RedisCommon(Backend):
         }
 
 
+def _retry(retries: int) -> Retry:
+    # no backoff, and by default no retry: a dead server costs one deadline, not a storm
+    return Retry(NoBackoff(), retries)
+
+
 # ---------------------------------------------------------------- one server
 
 
 class RedisBackend(_RedisCommon):
     """One Redis server: ``redis://[user:password@]host:port/db``, ``rediss://...``, ``unix://path?db=N``.
 
-    Pass ``client=`` a ready ``redis.Redis`` to use it as it is (its timeouts
-    and retries are then yours to set, and ``close()`` leaves it open).
+    ``socket_timeout`` is the deadline of each whole command (connecting
+    included); ``connect_timeout`` bounds the TCP connect within it. Pass
+    ``client=`` a ready ``redis.Redis`` to use it as it is (its timeouts and
+    retries are then yours to set, and ``close()`` leaves it open).
     """
 
     schemes: ClassVar[tuple[str, ...]] = ("redis", "rediss", "unix")
@@ -375,6 +684,7 @@ class RedisBackend(_RedisCommon):
         url: str | None = None,
         *,
         client: redis.Redis | None = None,
+        db: int | None = None,
         socket_timeout: float = DEFAULT_TIMEOUT,
         connect_timeout: float = DEFAULT_TIMEOUT,
         retries: int = 0,
@@ -390,58 +700,76 @@ class RedisBackend(_RedisCommon):
         self._shared: _Shared | None = None
         self._shared_key: tuple[str, ...] = ()
         if client is not None:
-            if connection_options:
+            if connection_options or db is not None:
                 raise ConfigurationError("connection options cannot be combined with client=")
             self._client: Any = client
             return
         assert url is not None
-        parts = urlsplit(url)
-        if parts.scheme.lower() not in self.schemes:
-            raise ConfigurationError(f"RedisBackend cannot serve {parts.scheme}:// URLs")
+        parts = _split(url)
+        scheme = parts.scheme.lower()
+        if scheme not in self.schemes:
+            raise ConfigurationError(f"RedisBackend cannot serve {scheme or 'scheme-less'} URLs")
         if parts.query:
             raise ConfigurationError("URL query options need RedisBackend.from_url(url)")
-        unknown = set(connection_options) - _PASSTHROUGH
-        if unknown:
-            raise ConfigurationError(f"unknown Redis options: {', '.join(sorted(unknown))}")
-        if retries < 0:
-            raise ConfigurationError("retries must be >= 0")
-        kwargs: dict[str, Any] = {
-            "socket_timeout": _positive("socket_timeout", socket_timeout),
-            "socket_connect_timeout": _positive("connect_timeout", connect_timeout),
-            "health_check_interval": int(health_check_interval),
-            **connection_options,
-        }
-        if max_connections is not None:
-            kwargs["max_connections"] = int(max_connections)
-        clean = _unsplit(parts)
-        self.server_address = _public(parts)
-        key = _pool_key("redis", clean, {**kwargs, "retries": retries})
+        username, password, hostpart = _credentials(parts.netloc)
+        self._secrets = tuple(s for s in (password, connection_options.get("password")) if s)
+        allowed = _COMMON_OPTIONS | (_TLS_OPTIONS if scheme == "rediss" else frozenset())
+        if scheme != "unix":
+            allowed |= _TCP_OPTIONS
+        kwargs = _connection_kwargs(
+            socket_timeout=socket_timeout,
+            connect_timeout=connect_timeout,
+            retries=retries,
+            max_connections=max_connections,
+            max_value_size=max_value_size,
+            options=connection_options,
+            allowed=allowed,
+        )
+        kwargs["health_check_interval"] = _whole("health_check_interval", health_check_interval, 0)
+        if scheme == "unix":
+            if hostpart:
+                raise ConfigurationError("a unix:// URL names no host: unix:///path/to/redis.sock")
+            if not parts.path.strip("/"):
+                raise ConfigurationError("a unix:// URL needs the socket path")
+            where: dict[str, Any] = {"path": unquote(parts.path)}
+            number = 0 if db is None else _db_number(db, "db option")
+            base: type[Any] = redis.UnixDomainSocketConnection
+            self.server_address = f"unix://{where['path']}?db={number}"
+        else:
+            host, port = _host_port(hostpart)
+            path = parts.path.strip("/")
+            number = _db_number(path, "URL path") if path else 0
+            if db is not None:
+                if path and _db_number(db, "db option") != number:
+                    raise ConfigurationError("the Redis URL names two databases (path and db=)")
+                number = _db_number(db, "db option")
+            where = {"host": host, "port": port}
+            base = redis.SSLConnection if scheme == "rediss" else redis.Connection
+            shown = f"[{host}]" if ":" in host else host
+            self.server_address = f"{scheme}://{shown}:{port}/{number}"
+        kwargs.update(where, db=number)
+        if username:
+            kwargs.setdefault("username", username)
+        if password is not None:
+            kwargs.setdefault("password", password)
+        self._timeout = kwargs["socket_timeout"]
+        key = _pool_key(scheme, "", {**kwargs, "retries": retries})
+        connection_class = deadline_connection_class(base)
 
         def build() -> redis.ConnectionPool:
-            # no retries and no backoff: a dead server costs one timeout, not a storm
-            return redis.ConnectionPool.from_url(clean, retry=Retry(NoBackoff(), retries), **kwargs)
+            return redis.ConnectionPool(
+                connection_class=connection_class, retry=_retry(retries), **kwargs
+            )
 
-        try:
-            self._shared = _acquire(key, build)
-            self._shared_key = key
-            pool = self._shared.get()
-        except ValueError as exc:
-            if self._shared is not None:
-                _release(key, self._shared, _disconnect_pool)
-            raise ConfigurationError(f"invalid Redis URL {url!r}: {exc}") from exc
-        self._client = redis.Redis(connection_pool=pool)
+        self._shared = _acquire(key, build)
+        self._shared_key = key
+        self._client = redis.Redis(connection_pool=self._shared.get())
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> RedisBackend:
         """Build from ``redis://``, ``rediss://`` or ``unix://``; keywords override the query."""
         parts, merged = _split_options(url, options)
-        db = merged.get("db")
-        if db is not None and parts.scheme.lower() != "unix":
-            path = parts.path.strip("/")
-            if path and path != str(db):
-                raise ConfigurationError(f"Redis URL {url!r} names two databases")
-            parts = parts._replace(path="")
-        return cls(_unsplit(parts), **merged)
+        return cls(f"{parts.scheme}://{parts.netloc}{parts.path}", **merged)
 
     @property
     def client(self) -> Any:
@@ -456,11 +784,17 @@ class RedisBackend(_RedisCommon):
 
     def get(self, key: str) -> Any:
         """Return the bytes under ``key`` (``GET``), or ``MISSING``."""
-        # the hot path: skip the property and the base method's indirection
+        # the hot path: _run's work inlined, no closure
+        state = _DEADLINE
+        outer = state.at
+        if outer is None:
+            state.at = monotonic() + self._timeout
         try:
             value = self._client.get(key.encode("utf-8", "surrogatepass"))
         except _ERRORS as exc:
-            raise _unavailable("GET", exc) from exc
+            raise _failure("GET", exc, self._secrets) from exc
+        finally:
+            state.at = outer
         return MISSING if value is None else value
 
     def _mget(self, keys: list[bytes]) -> list[Any]:
@@ -490,21 +824,15 @@ def _disconnect_pool(pool: redis.ConnectionPool) -> None:
 # ---------------------------------------------------------------- cluster
 
 
-def _cluster_nodes(netloc: str) -> tuple[list[tuple[str, int]], str | None, str | None]:
-    """Parse ``[user:password@]host:port[,host:port...]``."""
-    userinfo, _, hosts = netloc.rpartition("@")
-    username = password = None
-    if userinfo:
-        user, has_pw, pw = userinfo.partition(":")
-        username = unquote(user) or None
-        password = unquote(pw) if has_pw else None
+def _cluster_nodes(hosts: str) -> list[tuple[str, int]]:
+    """Parse ``host:port[,host:port...]`` (a port is required)."""
     nodes = []
     for node in hosts.split(","):
-        host, _, port = node.strip().rpartition(":")
-        if not host or not port.isdigit():
+        node = node.strip()
+        if not node.rpartition(":")[2].isdigit() or node.endswith("]"):
             raise ConfigurationError(f"cluster node {node!r} is not host:port")
-        nodes.append((host.strip("[]"), int(port)))
-    return nodes, username, password
+        nodes.append(_host_port(node, "Redis Cluster node"))
+    return nodes
 
 
 class RedisClusterBackend(_RedisCommon):
@@ -513,7 +841,8 @@ class RedisClusterBackend(_RedisCommon):
     ``rediss+cluster://`` connects with TLS.
 
     Multi-key commands are split per hash slot. The ``RedisCluster`` client is
-    created on first use, so a backend can be built while the cluster is down.
+    created on first use, so a backend can be built while the cluster is down;
+    its discovery runs under the deadline of the command that needs it.
     """
 
     schemes: ClassVar[tuple[str, ...]] = ("redis+cluster", "rediss+cluster")
@@ -542,46 +871,55 @@ class RedisClusterBackend(_RedisCommon):
                 raise ConfigurationError("connection options cannot be combined with client=")
             return
         assert url is not None
-        parts = urlsplit(url)
+        parts = _split(url)
         scheme = parts.scheme.lower()
         if scheme not in self.schemes:
-            raise ConfigurationError(f"RedisClusterBackend cannot serve {scheme}:// URLs")
+            raise ConfigurationError(
+                f"RedisClusterBackend cannot serve {scheme or 'scheme-less'} URLs"
+            )
         if parts.path.strip("/") not in ("", "0"):
             raise ConfigurationError("Redis Cluster has only database 0")
         if parts.query:
             raise ConfigurationError("URL query options need RedisClusterBackend.from_url(url)")
-        unknown = set(connection_options) - _PASSTHROUGH
-        if "db" in connection_options:
-            unknown.add("db")
-        if unknown:
-            names = ", ".join(sorted(unknown))
-            raise ConfigurationError(f"unknown Redis Cluster options: {names}")
-        if retries < 0:
-            raise ConfigurationError("retries must be >= 0")
-        self.server_address = _public(parts)
-        nodes, username, password = _cluster_nodes(parts.netloc)
-        kwargs: dict[str, Any] = {
-            "socket_timeout": _positive("socket_timeout", socket_timeout),
-            "socket_connect_timeout": _positive("connect_timeout", connect_timeout),
-            **connection_options,
-        }
+        username, password, hosts = _credentials(parts.netloc)
+        self._secrets = tuple(s for s in (password, connection_options.get("password")) if s)
+        tls = scheme == "rediss+cluster"
+        allowed = (_COMMON_OPTIONS | _TCP_OPTIONS | (_TLS_OPTIONS if tls else frozenset())) & set(
+            REDIS_ALLOWED_KEYS
+        )
+        kwargs = _connection_kwargs(
+            socket_timeout=socket_timeout,
+            connect_timeout=connect_timeout,
+            retries=retries,
+            max_connections=max_connections,
+            max_value_size=max_value_size,
+            options=connection_options,
+            allowed=allowed,
+        )
+        nodes = _cluster_nodes(hosts)
         if username:
-            kwargs["username"] = username
+            kwargs.setdefault("username", username)
         if password is not None:
-            kwargs["password"] = password
-        if scheme == "rediss+cluster":
-            kwargs["ssl"] = True
-        if max_connections is not None:
-            kwargs["max_connections"] = int(max_connections)
+            kwargs.setdefault("password", password)
+        kwargs["connection_class"] = deadline_connection_class(
+            redis.SSLConnection if tls else redis.Connection
+        )
         self._kwargs = kwargs
-        where = ",".join(f"{h}:{p}" for h, p in nodes)
+        self._timeout = kwargs["socket_timeout"]
+        where = ",".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in nodes)
         self._where = where
+        self.server_address = f"{scheme}://{where}"
         key = _pool_key("cluster", where, {**kwargs, "retries": retries})
+        first, rest = nodes[0], nodes[1:]
 
         def build() -> RedisCluster:
+            # url= is the only way redis-py hands connection_class to the node pools;
+            # the URL carries no credentials (they are keywords) and no TLS (the class does)
+            host = f"[{first[0]}]" if ":" in first[0] else first[0]
             return RedisCluster(
-                startup_nodes=[ClusterNode(h, p) for h, p in nodes],  # type: ignore[no-untyped-call]
-                retry=Retry(NoBackoff(), retries),
+                url=f"redis://{host}:{first[1]}",
+                startup_nodes=[ClusterNode(h, p) for h, p in rest],  # type: ignore[no-untyped-call]
+                retry=_retry(retries),
                 **kwargs,
             )
 
@@ -593,24 +931,30 @@ class RedisClusterBackend(_RedisCommon):
         """Build from ``redis+cluster://host:port[,host:port...]``; keywords override the query."""
         parts, merged = _split_options(url, options)
         db = merged.pop("db", 0)
-        if int(db) != 0:
+        if _db_number(db, "db option") != 0:
             raise ConfigurationError("Redis Cluster has only database 0")
-        return cls(_unsplit(parts), **merged)
+        return cls(f"{parts.scheme}://{parts.netloc}{parts.path}", **merged)
 
     @property
     def client(self) -> Any:
-        """The ``RedisCluster`` client (connected to the cluster on first use)."""
+        """The ``RedisCluster`` client of this process (connected to the cluster on first use)."""
         if self._given is not None:
             return self._given
         shared = self._shared
         if shared is None or self._closed:
             raise BackendUnavailableError("RedisClusterBackend is closed")
         resource = shared.resource
-        if resource is None:
+        if resource is None or shared.pid != os.getpid():
+            # Discovery (several round trips to the startup nodes) gets a deadline of its
+            # own; the command that needed it then starts a fresh one: at most twice the
+            # deadline in all, once per process. redis-py errors are translated by _run.
+            state = _DEADLINE
+            running = state.at is not None
+            state.at = monotonic() + self._timeout
             try:
                 resource = shared.get()
-            except _ERRORS as exc:
-                raise _unavailable("cluster discovery", exc) from exc
+            finally:
+                state.at = monotonic() + self._timeout if running else None
         return resource
 
     def _mget(self, keys: list[bytes]) -> list[Any]:
