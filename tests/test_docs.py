@@ -351,6 +351,17 @@ def test_install_lines_name_the_distribution() -> None:
     assert not bad, f"install lines naming the PyPI project 'cachekit' instead of {name}: {bad}"
 
 
+def test_install_hints_in_the_code_name_the_distribution() -> None:
+    wrong = re.compile(r"pip install\s+['\"]?cachekit(?![\w-])")
+    bad = [
+        f"{path.relative_to(ROOT)}:{n}"
+        for path in sorted((ROOT / "src").rglob("*.py"))
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1)
+        if wrong.search(line)
+    ]
+    assert not bad, f"error messages naming the PyPI project 'cachekit' (say cachekit-py): {bad}"
+
+
 def test_changelog_has_the_current_version() -> None:
     import cachekit
 
