@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime
 import decimal
+import enum
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -12,6 +14,7 @@ import sqlalchemy as sa
 
 import cachekit as ck
 from cachekit.sqlalchemy import CachedRepository, Tracker, track
+from cachekit.sqlalchemy.identity import IdentityConverter
 
 from .conftest import Db, Pair, Tag, Token, User
 
@@ -161,3 +164,54 @@ def test_tracked_bulk_writes_use_the_normalised_key(
     got2, got3 = repo.get("2"), repo.get("3")
     assert got2 is not None and got2.name == "two"
     assert got3 is not None and got3.name == "three"
+
+
+class Shade(enum.Enum):
+    DARK = "d"
+    LIGHT = "l"
+
+
+U = uuid.UUID("12345678-1234-5678-1234-567812345678")
+CONVERSIONS: list[tuple[sa.types.TypeEngine[Any], Any, Any]] = [
+    (sa.Integer(), "  42", 42),
+    (sa.BigInteger(), decimal.Decimal("7"), 7),
+    (sa.String(10), 7, "7"),
+    (sa.String(10), U, str(U)),
+    (sa.Uuid(), U.hex.upper(), U),
+    (sa.Uuid(as_uuid=False), U.hex, str(U)),
+    (sa.Numeric(10, 2), "1.50", decimal.Decimal("1.50")),
+    (sa.Enum(Shade), "DARK", Shade.DARK),
+    (sa.Date(), "2024-02-29", datetime.date(2024, 2, 29)),
+    (sa.DateTime(), "2024-02-29T01:02:03", datetime.datetime(2024, 2, 29, 1, 2, 3)),
+    (sa.Time(), "01:02", datetime.time(1, 2)),
+    (sa.Boolean(), True, True),
+]
+REFUSED: list[tuple[sa.types.TypeEngine[Any], Any]] = [
+    (sa.Integer(), True),
+    (sa.Integer(), "0x10"),
+    (sa.Integer(), float("nan")),
+    (sa.Integer(), decimal.Decimal("Infinity")),
+    (sa.String(10), b"x"),
+    (sa.String(10), False),
+    (sa.Uuid(), 5),
+    (sa.Numeric(10, 2), "many"),
+    (sa.Numeric(10, 2), True),
+    (sa.Enum(Shade), "d"),
+    (sa.Date(), datetime.datetime(2024, 2, 29)),
+    (sa.Date(), "yesterday"),
+    (sa.Boolean(), 1),
+]
+
+
+@pytest.mark.parametrize(("type_", "given", "expected"), CONVERSIONS, ids=repr)
+def test_converter_per_column_type(type_: Any, given: Any, expected: Any) -> None:
+    convert = IdentityConverter("M", [sa.Column("k", type_)])
+    got = convert(given)
+    assert got == (expected,) and type(got[0]) is type(expected)
+
+
+@pytest.mark.parametrize(("type_", "given"), REFUSED, ids=repr)
+def test_converter_refuses_with_invalid_key_error(type_: Any, given: Any) -> None:
+    convert = IdentityConverter("M", [sa.Column("k", type_)])
+    with pytest.raises(ck.InvalidKeyError, match=r"M\.k"):
+        convert(given)

@@ -14,6 +14,8 @@ column Python type    accepted                                        converted 
 ``str`` (``Uuid``)    ``uuid.UUID`` or UUID text in any accepted form  canonical text
 ``uuid.UUID``         ``uuid.UUID`` or UUID text                      ``uuid.UUID``
 ``Decimal``           ``Decimal``, ``int``, numeric text              ``Decimal``
+an ``Enum`` class     a member, or a member's name                    the member
+date/datetime/time    an instance, or ISO 8601 text                   that type
 anything else         an instance of that type                        unchanged
 ====================  ==============================================  ===============
 
@@ -23,7 +25,9 @@ type does not say its Python type (some ``TypeDecorator``) is passed through.
 
 from __future__ import annotations
 
+import datetime
 import decimal
+import enum
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -102,6 +106,36 @@ def _to_decimal(value: Any) -> decimal.Decimal:
     raise _Refused(f"a {type(value).__qualname__} is not a number")
 
 
+def _enum_member(members: type[enum.Enum]) -> Convert:
+    def convert(value: Any) -> Any:
+        if isinstance(value, members):
+            return value
+        if isinstance(value, str) and value in members.__members__:
+            return members[value]  # SQLAlchemy takes the member's name too
+        raise _Refused(f"not a member of {members.__qualname__}")
+
+    return convert
+
+
+def _iso(kind: type[Any]) -> Convert:
+    """date, datetime or time: an instance of exactly that kind, or ISO 8601 text."""
+
+    def convert(value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                return kind.fromisoformat(value.strip())
+            except ValueError:
+                raise _Refused(f"not an ISO 8601 {kind.__name__}") from None
+        # a datetime is a date subclass, but not a value of a Date column
+        if isinstance(value, kind) and not (
+            kind is datetime.date and isinstance(value, datetime.datetime)
+        ):
+            return value
+        raise _Refused(f"expected a {kind.__name__} or ISO 8601 text")
+
+    return convert
+
+
 def _instance_of(kind: type[Any]) -> Convert:
     def convert(value: Any) -> Any:
         if isinstance(value, kind) and (kind is bool or not isinstance(value, bool)):
@@ -134,6 +168,10 @@ def converter_for(column: sa.ColumnElement[Any]) -> Convert:
         return _to_uuid
     if python_type is decimal.Decimal:
         return _to_decimal
+    if isinstance(type_, sa.Enum) and type_.enum_class is not None:
+        return _enum_member(type_.enum_class)
+    if python_type in (datetime.date, datetime.datetime, datetime.time):
+        return _iso(python_type)
     return _instance_of(python_type)
 
 
