@@ -1,4 +1,4 @@
-"""The ``cachekit`` command line: ``cachekit demo`` replays a workload against each strategy."""
+"""The ``cachekit`` command line: ``demo``, ``bench``, and ``inspect`` / ``stats`` / ``flush``."""
 
 from __future__ import annotations
 
@@ -191,6 +191,9 @@ def _build_parser() -> argparse.ArgumentParser:
         "recommend the combination with the most hits within a stale-read budget.",
     )
     add_bench_arguments(bench)
+    from .ops import add_ops_commands
+
+    add_ops_commands(sub)
     demo.add_argument(
         "--metrics-port",
         type=int,
@@ -437,10 +440,21 @@ def _text_report(
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``cachekit`` command line; return the exit status."""
     parser = _build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and getattr(args, "command", None) == "inspect" and not extra[0].startswith("-"):
+        # "inspect URL --namespace NS KEY": argparse leaves a positional after an option over
+        args.target += extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
+    from .ops import COMMANDS as OPS_COMMANDS
+
+    if args.command in OPS_COMMANDS:
+        from .ops import run_ops_command
+
+        return run_ops_command(args, sys.stdout, sys.stderr, sys.stdin)
     try:
         if args.command == "bench":
             from .bench_cli import run_bench_command
