@@ -38,7 +38,14 @@ from redis.cluster import key_slot
 import cachekit as ck
 from cachekit.backends.sentinel import RedisSentinelBackend
 from cachekit.errors import BackendRejectedError, BackendUnavailableError, ConfigurationError
-from tests.faultkit import TcpProxy, closed_port, free_port, wait_for_port
+from tests.faultkit import (
+    StallServer,
+    TcpProxy,
+    TrickleProxy,
+    closed_port,
+    free_port,
+    wait_for_port,
+)
 
 SERVICE = "ckmaster"
 
@@ -117,13 +124,17 @@ def _workdir(prefix: str) -> Iterator[Path]:
 
 @dataclass
 class SentinelGroup:
-    """A master, one replica and three Sentinels watching them as ``SERVICE``."""
+    """A master, its replicas and three Sentinels watching them as ``SERVICE``."""
 
     master: RedisProcess
-    replica: RedisProcess
+    replicas: list[RedisProcess]
     sentinels: list[RedisProcess]
-    #: Carries the replication stream when asked for (``stall()`` holds it back).
-    link: TcpProxy | None = None
+    #: Per replica, the proxy its replication stream goes through (``stall()`` holds it).
+    links: list[TcpProxy] = field(default_factory=list)
+
+    @property
+    def replica(self) -> RedisProcess:
+        return self.replicas[0]
 
     @property
     def hosts(self) -> str:
@@ -141,23 +152,31 @@ class SentinelGroup:
 
 @contextlib.contextmanager
 def sentinel_group(
-    password: str | None = None, sentinel_password: str | None = None, proxied: bool = False
+    password: str | None = None,
+    sentinel_password: str | None = None,
+    replicas: int = 1,
+    proxied: bool = False,
 ) -> Iterator[SentinelGroup]:
-    """Start a master, a replica of it and three Sentinels; wait until they all see each other.
+    """Start a master, its replicas and three Sentinels; wait until they all see each other.
 
-    ``password`` protects the master and replica, ``sentinel_password`` the
-    Sentinels; with ``proxied`` the replica replicates through ``group.link``.
+    ``password`` protects the master and replicas, ``sentinel_password`` the
+    Sentinels; with ``proxied`` each replica replicates through ``group.links[i]``.
     """
     auth = ["--requirepass", password, "--masterauth", password] if password else []
     with _workdir("ck-sentinel-") as work, contextlib.ExitStack() as stack:
         master = RedisProcess(work, "master", auth, password).start()
-        link = stack.enter_context(TcpProxy(master.port)) if proxied else None
-        upstream = link.port if link is not None else master.port
-        replica = RedisProcess(
-            work, "replica", [*auth, "--replicaof", "127.0.0.1", str(upstream)], password
-        )
-        replica.start()
-        sentinels = []
+        stack.callback(master.kill)
+        group = SentinelGroup(master, [], [])
+        for i in range(replicas):
+            upstream = master.port
+            if proxied:
+                group.links.append(stack.enter_context(TcpProxy(master.port)))
+                upstream = group.links[-1].port
+            replica = RedisProcess(
+                work, f"replica{i}", [*auth, "--replicaof", "127.0.0.1", str(upstream)], password
+            )
+            group.replicas.append(replica.start())
+            stack.callback(replica.kill)
         for i in range(3):
             s = RedisProcess(work, f"sentinel{i}", ["--sentinel"], sentinel_password)
             lines = [
@@ -170,26 +189,25 @@ def sentinel_group(
                 lines.append(f"sentinel auth-pass {SERVICE} {password}")
             if sentinel_password:  # Sentinels use it for each other too
                 lines.append(f"requirepass {sentinel_password}")
-            sentinels.append(s)
-            s.start(config="\n".join(lines) + "\n")
-        group = SentinelGroup(master, replica, sentinels, link)
-        try:
+            group.sentinels.append(s.start(config="\n".join(lines) + "\n"))
+            stack.callback(s.kill)
 
-            def ready() -> bool:
-                for s in sentinels:
-                    with s.client() as c:
-                        if len(c.sentinel_sentinels(SERVICE)) < 2:
-                            return False
-                        if not [r for r in c.sentinel_slaves(SERVICE) if not r["is_sdown"]]:
-                            return False
+        def ready() -> bool:
+            for s in group.sentinels:
+                with s.client() as c:
+                    if len(c.sentinel_sentinels(SERVICE)) < 2:
+                        return False
+                    seen = [r for r in c.sentinel_slaves(SERVICE) if not r["is_sdown"]]
+                    if len(seen) < replicas:
+                        return False
+            for replica in group.replicas:
                 with replica.client() as r:
-                    return bool(r.info("replication")["master_link_status"] == "up")
+                    if r.info("replication")["master_link_status"] != "up":
+                        return False
+            return True
 
-            _eventually(lambda: _answers(ready), 20, "Sentinels did not see each other")
-            yield group
-        finally:
-            for p in [*sentinels, replica, master]:
-                p.kill()
+        _eventually(lambda: _answers(ready), 20, "Sentinels did not see each other")
+        yield group
 
 
 @dataclass
@@ -503,7 +521,7 @@ def _protected_url(
 def test_url_forms_and_defaults() -> None:
     backend = RedisSentinelBackend.from_url(
         "redis+sentinel://app:pw%40x@s1,s2:26380,[::1]/orders/3"
-        "?sentinel_password=spw&sentinel_username=watch&socket_timeout=0.1"
+        "?sentinel_password=spw&sentinel_username=watch&socket_timeout=0.2"
     )
     try:
         assert backend.service_name == "orders"
@@ -511,11 +529,12 @@ def test_url_forms_and_defaults() -> None:
         sentinel, master = backend._shared.get()  # type: ignore[union-attr]
         kw = master.connection_pool.connection_kwargs
         assert (kw["db"], kw["username"], kw["password"]) == (3, "app", "pw@x")
-        assert kw["socket_timeout"] == 0.1 and kw["retry"].get_retries() == 0
+        assert kw["socket_timeout"] == 0.2 and kw["retry"].get_retries() == 0
         for node in sentinel.sentinels:
             skw = node.connection_pool.connection_kwargs
             assert (skw["username"], skw["password"]) == ("watch", "spw")
-            assert skw["socket_timeout"] == 0.1 and skw["retry"].get_retries() == 0
+            # each Sentinel gets a share of the deadline: a hung one leaves time for the next
+            assert skw["socket_timeout"] == pytest.approx(0.05) and skw["retry"].get_retries() == 0
         for text in (repr(backend), backend.server_address):
             assert "pw" not in text and "watch" not in text
     finally:
@@ -665,7 +684,6 @@ def test_an_acknowledged_write_lost_in_failover_leaves_the_older_value_until_ttl
     (not nothing) until that entry's TTL runs out.
     """
     with sentinel_group(proxied=True) as group:
-        assert group.link is not None
         cache = ck.Cache.from_url(
             group.url, namespace="fo-" + uuid.uuid4().hex[:8], policy=ck.WriteThrough()
         )
@@ -674,7 +692,7 @@ def test_an_acknowledged_write_lost_in_failover_leaves_the_older_value_until_ttl
             full = cache.full_key("k")
             with group.replica.client() as raw:
                 _eventually(lambda: raw.get(full) is not None, 5, "replication")
-            group.link.stall()  # the replica's link stays up but carries nothing
+            group.links[0].stall()  # the replica's link stays up but carries nothing
             cache.set("k", 2, ttl=60)  # acknowledged by the master ...
             assert cache.get("k") == 2
             old = group.master.port
@@ -684,5 +702,104 @@ def test_an_acknowledged_write_lost_in_failover_leaves_the_older_value_until_ttl
             assert cache.get("k") == 1  # the older value, not a miss
             assert not cache.stats().errors_by_operation.get("set")
             _eventually(lambda: cache.get("k") is None, 10, "expiry of the stale entry")
+        finally:
+            cache.close()
+
+
+# ---------------------------------------------------------------- deadlines
+
+
+def test_a_hung_sentinel_costs_only_its_share_of_the_deadline(protected: SentinelGroup) -> None:
+    with StallServer() as hung:
+        url = (
+            f"redis+sentinel://:{MASTER_PW}@127.0.0.1:{hung.port},{protected.hosts}/{SERVICE}/2"
+            f"?sentinel_password={SENTINEL_PW}"
+        )
+        backend = RedisSentinelBackend.from_url(url)
+        try:
+            backend.set("ck-hung-sentinel", b"v", 10)  # asks the hung Sentinel first
+            assert backend.get("ck-hung-sentinel") == b"v"
+        finally:
+            backend.close()
+
+
+def test_trickling_sentinels_cannot_hold_a_command_past_its_deadline(
+    protected: SentinelGroup,
+) -> None:
+    with contextlib.ExitStack() as stack:
+        slow = [stack.enter_context(TrickleProxy(s.port)) for s in protected.sentinels]
+        hosts = ",".join(f"127.0.0.1:{p.port}" for p in slow)
+        url = f"redis+sentinel://{hosts}/{SERVICE}?sentinel_password={SENTINEL_PW}"
+        backend = stack.enter_context(RedisSentinelBackend.from_url(url))
+        started = time.monotonic()
+        with pytest.raises(BackendUnavailableError):
+            backend.get("k")
+        # a correctness bound (one 250 ms deadline, generously), not a speed figure
+        assert time.monotonic() - started < 0.6
+
+
+def test_a_trickling_master_cannot_hold_a_command_past_its_deadline() -> None:
+    with _workdir("ck-trickle-") as work, contextlib.ExitStack() as stack:
+        master = RedisProcess(work, "master", []).start()
+        stack.callback(master.kill)
+        slow = stack.enter_context(TrickleProxy(master.port))
+        watcher = RedisProcess(work, "sentinel", ["--sentinel"])
+        config = (
+            f"sentinel monitor {SERVICE} 127.0.0.1 {slow.port} 1\n"
+            f"sentinel down-after-milliseconds {SERVICE} 60000\n"
+        )
+        watcher.start(config=config)
+        stack.callback(watcher.kill)
+        backend = stack.enter_context(
+            RedisSentinelBackend.from_url(f"redis+sentinel://127.0.0.1:{watcher.port}/{SERVICE}")
+        )
+        calls: dict[str, Callable[[], object]] = {
+            "get": lambda: backend.get("k"),
+            "set": lambda: backend.set("k", b"v" * 100, 10),
+            "get_many": lambda: backend.get_many(["a", "b"]),
+            "set_many": lambda: backend.set_many({"a": b"1", "b": b"2"}, 10),
+            "delete": lambda: backend.delete("k"),
+            "compare_and_set": lambda: backend.compare_and_set("k", b"v", b"w", 10),
+            "server_stats": backend.server_stats,
+        }
+        for name, call in calls.items():
+            started = time.monotonic()
+            with pytest.raises(BackendUnavailableError):
+                call()
+            took = time.monotonic() - started
+            assert took < 0.6, f"{name} took {took:.2f} s"
+
+
+def test_wait_replicas_keeps_a_write_the_replicas_lack_from_coming_back() -> None:
+    """With ``wait_replicas=1`` a write no replica acknowledged fails (and is owed as an
+    invalidation) instead of succeeding: after the failover the cache never serves the
+    value that write replaced.
+    """
+    with sentinel_group(replicas=2, proxied=True) as group:
+        cache = ck.Cache.from_url(
+            group.url + "?wait_replicas=1",
+            namespace="fo-" + uuid.uuid4().hex[:8],
+            policy=ck.WriteThrough(),
+        )
+        try:
+            cache.set("k", 1, ttl=60)
+            assert cache.get("k") == 1
+            for link in group.links:
+                link.stall()  # both replicas' links stay up but carry nothing
+            cache.set("k", 2, ttl=60)  # on the master, but no replica acknowledges it
+            assert cache.stats().errors_by_operation.get("set") == 1
+            old = group.master.port
+            group.master.kill()
+            seen = []
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline:
+                seen.append(cache.get("k"))
+                if _answers(lambda: group.master_port() != old) and not cache.breaker.failures:
+                    break
+                time.sleep(0.02)
+            else:
+                pytest.fail("no recovery within 15 s")
+            assert 1 not in seen
+            assert cache.get_or_load("k", lambda: 2) == 2
         finally:
             cache.close()

@@ -1,40 +1,49 @@
 """Redis behind Sentinel (redis-py ``redis.sentinel.Sentinel``): the master of one service.
 
 ``redis+sentinel://[user:password@]host[:port][,host[:port]...]/service_name[/db]``
-(``rediss+sentinel://`` for TLS to the master, its replicas and the Sentinels).
-Sentinel ports default to 26379. The user and password in the URL are the
-master's; the Sentinels' own credentials are the ``sentinel_username`` and
+(``rediss+sentinel://`` for TLS to the master and to the Sentinels). Sentinel
+ports default to 26379. The user and password in the URL are the master's;
+the Sentinels' own credentials are the ``sentinel_username`` and
 ``sentinel_password`` options (query or keyword).
 
 The backend talks to the current master only. Before each new connection
 redis-py asks the Sentinels where the master is, so after a failover the next
-connection goes to the promoted replica; connections to a demoted master are
-dropped on its first ``READONLY`` answer. Everything else - timeouts, no
+connection goes to the promoted replica; a connection to a demoted master is
+dropped on its first ``READONLY`` answer. Asking the Sentinels is part of the
+command and runs under its deadline. Everything else - deadlines, no
 retries, error translation, the command set - is ``RedisBackend``'s.
 """
 
 from __future__ import annotations
 
 from typing import Any, ClassVar
-from urllib.parse import parse_qs, unquote, urlencode, urlsplit
+from urllib.parse import parse_qs, unquote, urlencode
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
-from redis.sentinel import Sentinel
+from redis.sentinel import Sentinel, SentinelManagedConnection, SentinelManagedSSLConnection
 
 from ..errors import ConfigurationError
 from .redis import (
-    _PASSTHROUGH,
+    _COMMON_OPTIONS,
+    _TCP_OPTIONS,
+    _TLS_OPTIONS,
     DEFAULT_MAX_VALUE_SIZE,
     DEFAULT_TIMEOUT,
     _acquire,
+    _connection_kwargs,
+    _credentials,
+    _db_number,
+    _host_port,
     _pool_key,
     _positive,
     _RedisCommon,
     _release,
+    _retry,
     _Shared,
+    _split,
     _split_options,
+    _whole,
+    deadline_connection_class,
 )
 
 __all__ = ["DEFAULT_SENTINEL_PORT", "RedisSentinelBackend"]
@@ -42,37 +51,32 @@ __all__ = ["DEFAULT_SENTINEL_PORT", "RedisSentinelBackend"]
 #: Port of a Sentinel given without one.
 DEFAULT_SENTINEL_PORT = 26379
 
-# Options only this backend understands (query form: strings; keyword form: these types).
+# Query options only this backend understands, with their types.
 _SENTINEL_QUERY = {
     "service_name": str,
     "sentinel_username": str,
     "sentinel_password": str,
     "min_other_sentinels": int,
+    "sentinel_timeout": float,
+    "wait_replicas": int,
 }
 
 
-def _sentinel_nodes(netloc: str) -> tuple[list[tuple[str, int]], str | None, str | None]:
-    """Parse ``[user:password@]host[:port][,host[:port]...]`` (ports default to 26379)."""
-    userinfo, _, hosts = netloc.rpartition("@")
-    username = password = None
-    if userinfo:
-        user, has_pw, pw = userinfo.partition(":")
-        username = unquote(user) or None
-        password = unquote(pw) if has_pw else None
-    nodes: list[tuple[str, int]] = []
+def _sentinel_nodes(hosts: str) -> list[tuple[str, int]]:
+    """Parse ``host[:port][,host[:port]...]``; a Sentinel without a port is on 26379."""
+    nodes = []
     for node in hosts.split(","):
         node = node.strip()
-        if node.startswith("["):  # [ipv6]:port
-            host, _, rest = node[1:].partition("]")
-            port = rest.removeprefix(":")
-        elif node.count(":") == 1:
-            host, _, port = node.partition(":")
+        if node.startswith("["):
+            has_port = "]:" in node
+        elif node.count(":") > 1:
+            raise ConfigurationError(f"Sentinel node {node!r}: write an IPv6 address as [addr]")
         else:
-            host, port = node, ""
-        if not host or not (port == "" or port.isdigit()):
-            raise ConfigurationError(f"Sentinel node {node!r} is not host[:port]")
-        nodes.append((host, int(port) if port else DEFAULT_SENTINEL_PORT))
-    return nodes, username, password
+            has_port = ":" in node
+        if not has_port:
+            node = f"{node}:{DEFAULT_SENTINEL_PORT}"
+        nodes.append(_host_port(node, "Sentinel node"))
+    return nodes
 
 
 def _service_and_db(path: str) -> tuple[str | None, int | None]:
@@ -81,19 +85,18 @@ def _service_and_db(path: str) -> tuple[str | None, int | None]:
     if len(parts) > 2:
         raise ConfigurationError(f"Sentinel URL path {path!r} is not /service_name[/db]")
     service = parts[0] if parts else None
-    if len(parts) == 2:
-        if not parts[1].isdigit():
-            raise ConfigurationError(f"Sentinel URL database {parts[1]!r} is not a number")
-        return service, int(parts[1])
-    return service, None
+    db = _db_number(parts[1], "URL path") if len(parts) == 2 else None
+    return service, db
 
 
 class RedisSentinelBackend(_RedisCommon):
     """The master of a Sentinel-monitored Redis service.
 
     ``redis+sentinel://[user:password@]host[:port][,host[:port]...]/service_name[/db]``;
-    ``rediss+sentinel://`` connects with TLS. Pass ``client=`` a ready
-    ``redis.Redis`` (e.g. from ``Sentinel.master_for``) to use it as it is.
+    ``rediss+sentinel://`` connects with TLS. ``socket_timeout`` is the
+    deadline of each whole command, asking the Sentinels included. Pass
+    ``client=`` a ready ``redis.Redis`` (e.g. from ``Sentinel.master_for``) to
+    use it as it is (its timeouts and retries are then yours).
     """
 
     schemes: ClassVar[tuple[str, ...]] = ("redis+sentinel", "rediss+sentinel")
@@ -108,6 +111,8 @@ class RedisSentinelBackend(_RedisCommon):
         sentinel_username: str | None = None,
         sentinel_password: str | None = None,
         min_other_sentinels: int = 0,
+        sentinel_timeout: float | None = None,
+        wait_replicas: int = 0,
         socket_timeout: float = DEFAULT_TIMEOUT,
         connect_timeout: float = DEFAULT_TIMEOUT,
         retries: int = 0,
@@ -124,72 +129,81 @@ class RedisSentinelBackend(_RedisCommon):
         self._shared_key: tuple[str, ...] = ()
         self._where = "client"
         if client is not None:
-            if connection_options:
+            if connection_options or db is not None or service_name is not None:
                 raise ConfigurationError("connection options cannot be combined with client=")
             self._client: Any = client
             return
         assert url is not None
-        parts = urlsplit(url)
+        parts = _split(url)
         scheme = parts.scheme.lower()
         if scheme not in self.schemes:
-            raise ConfigurationError(f"RedisSentinelBackend cannot serve {scheme}:// URLs")
+            raise ConfigurationError(
+                f"RedisSentinelBackend cannot serve {scheme or 'scheme-less'} URLs"
+            )
         if parts.query:
             raise ConfigurationError("URL query options need RedisSentinelBackend.from_url(url)")
-        unknown = set(connection_options) - _PASSTHROUGH
-        if unknown:
-            raise ConfigurationError(
-                f"unknown Redis Sentinel options: {', '.join(sorted(unknown))}"
-            )
-        if retries < 0:
-            raise ConfigurationError("retries must be >= 0")
-        nodes, username, password = _sentinel_nodes(parts.netloc)
+        username, password, hosts = _credentials(parts.netloc)
+        self._secrets = tuple(
+            s for s in (password, sentinel_password, connection_options.get("password")) if s
+        )
+        tls = scheme == "rediss+sentinel"
+        allowed = _COMMON_OPTIONS | _TCP_OPTIONS | (_TLS_OPTIONS if tls else frozenset())
+        kwargs = _connection_kwargs(
+            socket_timeout=socket_timeout,
+            connect_timeout=connect_timeout,
+            retries=retries,
+            max_connections=max_connections,
+            max_value_size=max_value_size,
+            options=connection_options,
+            allowed=allowed,
+        )
+        _whole("min_other_sentinels", min_other_sentinels, 0)
+        self.wait_replicas = _whole("wait_replicas", wait_replicas, 0)
+        nodes = _sentinel_nodes(hosts)
         path_service, path_db = _service_and_db(parts.path)
-        if service_name is not None and path_service is not None and service_name != path_service:
-            raise ConfigurationError("Sentinel URL names two services")
-        if db is not None and path_db is not None and int(db) != path_db:
-            raise ConfigurationError("Sentinel URL names two databases")
+        if service_name is not None and path_service not in (None, service_name):
+            raise ConfigurationError("the Sentinel URL names two services (path and service_name=)")
         service = service_name or path_service
         if not service:
             raise ConfigurationError(
-                "Sentinel URL needs a service name: redis+sentinel://host:26379/mymaster"
+                "a Sentinel URL needs the service name: redis+sentinel://host:26379/mymaster"
             )
-        database = int(db if db is not None else path_db or 0)
-        timeouts: dict[str, Any] = {
-            "socket_timeout": _positive("socket_timeout", socket_timeout),
-            "socket_connect_timeout": _positive("connect_timeout", connect_timeout),
-        }
-        tls = scheme == "rediss+sentinel"
-        # the Sentinels get the same timeouts, no retries (redis-py 8's default is 3 with
-        # backoff) and, over TLS, the same TLS settings; never the master's credentials
-        sentinel_kwargs: dict[str, Any] = dict(timeouts)
-        if tls:
-            sentinel_kwargs["ssl"] = True
-            sentinel_kwargs.update({k: v for k, v in connection_options.items() if "ssl" in k})
+        number = path_db if path_db is not None else 0
+        if db is not None:
+            if path_db is not None and _db_number(db, "db option") != path_db:
+                raise ConfigurationError("the Sentinel URL names two databases (path and db=)")
+            number = _db_number(db, "db option")
+
+        # The Sentinels: the TLS settings of the master, their own credentials (never
+        # the master's), no retries (redis-py's default is 3 with backoff), and each a
+        # share of the deadline, so that one hung Sentinel leaves time to ask the next.
+        if sentinel_timeout is None:
+            share = kwargs["socket_timeout"] / (len(nodes) + 1)
+        else:
+            share = _positive("sentinel_timeout", sentinel_timeout)
+        sentinel_kwargs: dict[str, Any] = {k: v for k, v in kwargs.items() if k in _TLS_OPTIONS}
+        sentinel_kwargs.update(socket_timeout=share, socket_connect_timeout=share)
         if sentinel_username:
             sentinel_kwargs["username"] = sentinel_username
         if sentinel_password is not None:
             sentinel_kwargs["password"] = sentinel_password
+        base = SentinelManagedSSLConnection if tls else SentinelManagedConnection
         master_kwargs: dict[str, Any] = {
-            **timeouts,
-            "db": database,
-            "health_check_interval": int(health_check_interval),
-            **connection_options,
+            **kwargs,
+            "db": number,
+            "health_check_interval": _whole("health_check_interval", health_check_interval, 0),
+            "connection_class": deadline_connection_class(base),
         }
         if username:
-            master_kwargs["username"] = username
+            master_kwargs.setdefault("username", username)
         if password is not None:
-            master_kwargs["password"] = password
-        if tls:
-            master_kwargs["ssl"] = True
-        if max_connections is not None:
-            master_kwargs["max_connections"] = int(max_connections)
-        # the deadline of each command (asking the Sentinels included); secrets to scrub
-        self._timeout = timeouts["socket_timeout"]
-        self._secrets = tuple(s for s in (password, sentinel_password) if s)
-        where = ",".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in nodes)
-        self._where = f"{where}/{service}/{database}"
-        self.server_address = f"{scheme}://{self._where}"
+            master_kwargs.setdefault("password", password)
+
+        self._timeout = kwargs["socket_timeout"]
         self.service_name = service
+        where = ",".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in nodes)
+        self._where = f"{where}/{service}/{number}"
+        self.server_address = f"{scheme}://{self._where}"
         key = _pool_key(
             "sentinel",
             self.server_address,
@@ -197,31 +211,47 @@ class RedisSentinelBackend(_RedisCommon):
                 **master_kwargs,
                 "retries": retries,
                 "min_other_sentinels": min_other_sentinels,
+                "wait_replicas": wait_replicas,
                 **{f"sentinel.{k}": v for k, v in sentinel_kwargs.items()},
             },
         )
+        sentinel_class = deadline_connection_class(redis.SSLConnection if tls else redis.Connection)
 
-        def build() -> tuple[Sentinel, redis.Redis]:
+        def build() -> tuple[Sentinel, Any]:
             sentinel = Sentinel(  # type: ignore[no-untyped-call]
-                nodes,
-                min_other_sentinels=int(min_other_sentinels),
-                sentinel_kwargs={**sentinel_kwargs, "retry": Retry(NoBackoff(), 0)},
+                nodes, min_other_sentinels=min_other_sentinels, sentinel_kwargs=sentinel_kwargs
             )
-            # no retries and no backoff: a dead master costs one timeout, not a storm
-            master: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
-                service, retry=Retry(NoBackoff(), retries), **master_kwargs
+            # redis.Redis() takes no connection class: give each Sentinel client a pool
+            # whose connections obey the deadline, and no retries
+            sentinel.sentinels = [
+                redis.Redis(
+                    connection_pool=redis.ConnectionPool(
+                        host=host,
+                        port=port,
+                        connection_class=sentinel_class,
+                        retry=_retry(0),
+                        **sentinel_kwargs,
+                    )
+                )
+                for host, port in nodes
+            ]
+            master: Any = sentinel.master_for(  # type: ignore[no-untyped-call]
+                service, retry=_retry(retries), **master_kwargs
             )
+            if wait_replicas:
+                # the server waits at most half the deadline: its "not enough" answer
+                # arrives before the client gives up on the connection
+                master = _Replicated(master, wait_replicas, max(1, int(self._timeout * 500)))
             return sentinel, master
 
         self._shared = _acquire(key, build)
         self._shared_key = key
-        self._client = self._shared.get()[1]
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> RedisSentinelBackend:
         """Build from ``redis+sentinel://...``; keywords override the query."""
-        parts = urlsplit(url)
-        query = parse_qs(parts.query)
+        parts = _split(url)
+        query = parse_qs(parts.query, keep_blank_values=True)
         own: dict[str, Any] = {}
         for name, convert in _SENTINEL_QUERY.items():
             values = query.pop(name, None)
@@ -229,24 +259,28 @@ class RedisSentinelBackend(_RedisCommon):
                 continue
             try:
                 own[name] = convert(values[-1])
-            except ValueError as exc:
-                raise ConfigurationError(f"bad value for Sentinel URL option {name!r}") from exc
-        rest = parts._replace(query=urlencode(query, doseq=True))
-        rest_parts, merged = _split_options(rest.geturl(), options)
+            except ValueError:
+                raise ConfigurationError(
+                    f"Sentinel URL option {name!r} needs a {convert.__name__}"
+                ) from None
+        rest = parts._replace(query=urlencode(query, doseq=True)).geturl()
+        rest_parts, merged = _split_options(rest, options)
         return cls(
             f"{rest_parts.scheme}://{rest_parts.netloc}{rest_parts.path}", **{**own, **merged}
         )
 
     @property
     def client(self) -> Any:
-        """The ``redis.Redis`` client of the current master."""
-        return self._client
+        """The client of the current master (this process's own after a fork)."""
+        if self._shared is None:
+            return self._client
+        return self._shared.get()[1]
 
     def _mget(self, keys: list[bytes]) -> list[Any]:
-        return list(self._client.mget(keys))
+        return list(self.client.mget(keys))
 
     def _infos(self) -> list[dict[str, Any]]:
-        return [self._client.info("stats")]
+        return [self.client.info("stats")]
 
     def close(self) -> None:
         """Release the shared Sentinel client; the last backend using it disconnects it."""
@@ -260,7 +294,68 @@ class RedisSentinelBackend(_RedisCommon):
         return f"RedisSentinelBackend({self._where})"
 
 
-def _dispose(resource: tuple[Sentinel, redis.Redis]) -> None:
+class _Replicated:
+    """A ``redis.Redis`` whose writes return only once ``replicas`` replicas have them.
+
+    ``set`` (except ``SET NX``, a lease: losing one costs a load, never a stale
+    value), ``delete`` and pipelines end with ``WAIT``; fewer acknowledgements
+    than asked raise ``ConnectionError`` (the write may still be on the master).
+    """
+
+    __slots__ = ("_client", "_replicas", "_wait_ms")
+
+    def __init__(self, client: redis.Redis, replicas: int, wait_ms: int) -> None:
+        self._client = client
+        self._replicas = replicas
+        self._wait_ms = wait_ms
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def set(self, name: bytes, value: Any, **options: Any) -> Any:
+        if options.get("nx"):
+            return self._client.set(name, value, **options)
+        pipe = self.pipeline()
+        pipe.set(name, value, **options)
+        return pipe.execute()[0]
+
+    def delete(self, *names: bytes) -> Any:
+        pipe = self.pipeline()
+        pipe.delete(*names)
+        return pipe.execute()[0]
+
+    def pipeline(self, transaction: bool = False) -> _ReplicatedPipeline:
+        return _ReplicatedPipeline(
+            self._client.pipeline(transaction=transaction), self._replicas, self._wait_ms
+        )
+
+
+class _ReplicatedPipeline:
+    """A redis-py pipeline whose ``execute`` ends with ``WAIT`` (see ``_Replicated``)."""
+
+    __slots__ = ("_pipe", "_replicas", "_wait_ms")
+
+    def __init__(self, pipe: Any, replicas: int, wait_ms: int) -> None:
+        self._pipe = pipe
+        self._replicas = replicas
+        self._wait_ms = wait_ms
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._pipe, name)
+
+    def execute(self) -> list[Any]:
+        self._pipe.execute_command("WAIT", self._replicas, self._wait_ms)
+        results: list[Any] = self._pipe.execute()
+        acked = results.pop()
+        if int(acked) < self._replicas:
+            raise redis.ConnectionError(
+                f"the write reached {acked} of {self._replicas} replica(s) within "
+                f"{self._wait_ms} ms (wait_replicas)"
+            )
+        return results
+
+
+def _dispose(resource: tuple[Sentinel, Any]) -> None:
     sentinel, master = resource
     master.connection_pool.disconnect()
     sentinel.close()
