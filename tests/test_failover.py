@@ -34,6 +34,7 @@ from typing import Any
 import pytest
 import redis
 from redis.cluster import key_slot
+from redis.sentinel import Sentinel
 
 import cachekit as ck
 from cachekit.backends.sentinel import RedisSentinelBackend
@@ -418,6 +419,8 @@ def _check(load: Workload, marks: dict[str, float], bound: float = 2.0) -> None:
     # a correctness bound (several 250 ms deadlines), not a speed figure
     assert seen.slowest < bound, f"one call took {seen.slowest:.2f} s"
     assert marks["first_error"] < marks["promoted"] <= marks["closed"]
+    # the breaker's next probe after the promotion closes it
+    assert marks["closed"] - marks["promoted"] < load.cache.breaker.reset_timeout + 1.0
 
 
 # ---------------------------------------------------------------- Sentinel
@@ -556,11 +559,34 @@ def test_url_forms_and_defaults() -> None:
         "redis+sentinel://s1:26379/orders/1/more",
         "redis+sentinel://s1:port/orders",
         "redis+sentinel://s1/orders?nonsense=1",
+        "redis+sentinel://s1/orders?wait_replicas=-1",
+        "redis+sentinel://s1/orders?wait_replicas=x",
+        "redis+sentinel://s1/orders?sentinel_timeout=0",
+        "redis+sentinel://::1/orders",  # IPv6 needs brackets
+        "redis+sentinel://s1/orders?ssl_ca_certs=/ca.pem",  # TLS options need rediss+sentinel
+        "redis+cluster://s1/orders",
     ],
 )
 def test_bad_urls_are_configuration_errors(url: str) -> None:
     with pytest.raises(ConfigurationError):
         RedisSentinelBackend.from_url(url)
+
+
+def test_a_ready_client_is_used_as_it_is(protected: SentinelGroup) -> None:
+    sentinel = Sentinel(
+        [("127.0.0.1", s.port) for s in protected.sentinels],
+        sentinel_kwargs={"password": SENTINEL_PW, "socket_timeout": 1},
+    )
+    master = sentinel.master_for(SERVICE, password=MASTER_PW, socket_timeout=1)
+    backend = RedisSentinelBackend(client=master)
+    try:
+        backend.set("ck-ready-client", b"v", 10)
+        assert backend.get("ck-ready-client") == b"v"
+        assert backend.delete("ck-ready-client") is True
+    finally:
+        backend.close()
+        master.close()  # close() never closes a client it was given
+        sentinel.close()
 
 
 def test_commands_go_to_the_master(protected: SentinelGroup) -> None:
