@@ -9,12 +9,13 @@ replayed when the backend answers again.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from cachetools import LRUCache
@@ -73,6 +74,9 @@ LoadTTL = TTLLike | Callable[[Any], TTLLike]
 #: Invalidations remembered during an outage; past this the namespace is cleared instead.
 MAX_PENDING_INVALIDATIONS = 10_000
 
+#: Longest a write to a key with a pending invalidation waits for a replay in flight.
+REPLAY_LOCK_WAIT = 0.25
+
 #: Seconds between background attempts to deliver pending invalidations: other
 #: processes may read a value this one invalidated during an outage for about
 #: this long (plus one command deadline) after the server answers again.
@@ -103,6 +107,18 @@ class _Write:
         self.conflict = False
 
 
+class _KeyWrites:
+    """The writes in progress on one key, and the lock their cache updates take in turn."""
+
+    __slots__ = ("active", "step")
+
+    def __init__(self) -> None:
+        self.active: list[_Write] = []
+        # One cache update at a time per key: an overlapping writer's invalidation
+        # can never land before the other writer's store and leave it behind.
+        self.step = threading.Lock()
+
+
 class _Namespace:
     """The current key prefix of a namespace, shared by caches over one backend."""
 
@@ -123,7 +139,7 @@ class _Namespace:
         self.flights: dict[str, _Flight] = {}
         self.flights_lock = threading.Lock()
         # writes in progress per key (guarded by flights_lock), to spot overlapping writers
-        self.writes: dict[str, list[_Write]] = {}
+        self.writes: dict[str, _KeyWrites] = {}
         self.version = ""
         self.prefix = ""
         self.check_at = 0.0
@@ -244,7 +260,7 @@ class Cache:
         self._pending_lock = threading.Lock()
         # held while a replay deletes: a write to a pending key waits for it, so a
         # replay can never remove a value written after the invalidation it delivers
-        self._replay_lock = threading.Lock()
+        self._replay_lock = threading.RLock()
         self._replayer: threading.Thread | None = None
         self._closed = False
         self._incident = False
@@ -517,15 +533,35 @@ class Cache:
                     return
             self._replay_pending()
 
-    def _claim(self, fulls: Iterable[str]) -> None:
-        """Before writing ``fulls``: drop their pending invalidations, after any replay in flight.
+    @contextlib.contextmanager
+    def _ordered(self, fulls: Iterable[str]) -> Iterator[bool]:
+        """Around a write: yields whether it may go ahead; call ``_delivered`` once it landed.
 
-        A replay that is deleting them finishes first, so it cannot remove the
-        value about to be written.
+        A write to a key whose invalidation is still pending holds the replay lock,
+        so a replay can neither delete the newer value nor run between the write and
+        the end of the key's pending state (readers treat a pending key as a miss
+        until the write has landed). If a replay holds the lock for longer than
+        a command may take, the write is skipped: the key stays pending and a later
+        load caches it once the invalidation is delivered.
         """
-        with self._replay_lock, self._pending_lock:
-            for full in fulls:
-                self._pending.pop(full, None)
+        pending = self._pending
+        if not pending or not any(f in pending for f in fulls):
+            yield True
+            return
+        if not self._replay_lock.acquire(timeout=REPLAY_LOCK_WAIT):
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            self._replay_lock.release()
+
+    def _delivered(self, fulls: Iterable[str]) -> None:
+        """After a successful write of ``fulls``: their pending invalidations are void."""
+        if self._pending:
+            with self._pending_lock:
+                for full in fulls:
+                    self._pending.pop(full, None)
 
     def _replay_pending(self) -> None:
         with self._replay_lock:
@@ -774,28 +810,29 @@ class Cache:
         if self.breaker.open_until and self._skip("set"):
             self._remember_invalidation((full,))
             return False
-        if self._pending:
-            self._claim((full,))
-        try:
-            if lease is None:
-                self.backend.set(full, data, ttl)
-            elif not self.backend.compare_and_set(full, lease, data, ttl):  # type: ignore[attr-defined]
-                if self.breaker.failures or self._pending:
-                    self._backend_ok()  # the server answered (and may be the probe)
-                return False  # a write voided our lease meanwhile: it holds the newer value
-        except (ValueTooLargeError, InvalidKeyError):
-            raise
-        except BackendRejectedError as exc:
-            # the server refused this value and kept whatever it had: drop that too,
-            # the source has moved on
-            self._backend_error("set", exc)
-            self._drop_quietly(full)
-            return False
-        except Exception as exc:
-            # the server may still hold an older value: make sure it is dropped later
-            self._remember_invalidation((full,))
-            self._backend_error("set", exc)
-            return False
+        with self._ordered((full,)) as go:
+            if not go:
+                return False
+            try:
+                if lease is None:
+                    self.backend.set(full, data, ttl)
+                elif not self.backend.compare_and_set(full, lease, data, ttl):  # type: ignore[attr-defined]
+                    self._answered()  # the server answered (and may be the probe)
+                    return False  # a write voided our lease meanwhile: it holds the newer value
+            except (ValueTooLargeError, InvalidKeyError):
+                raise
+            except BackendRejectedError as exc:
+                # the server refused this value and kept whatever it had: drop that too,
+                # the source has moved on
+                self._backend_error("set", exc)
+                self._drop_quietly(full)
+                return False
+            except Exception as exc:
+                # the server may still hold an older value: make sure it is dropped later
+                self._remember_invalidation((full,))
+                self._backend_error("set", exc)
+                return False
+            self._delivered((full,))
         self._c_sets.incr()
         if self.breaker.failures or self._pending:
             self._backend_ok()
@@ -832,15 +869,22 @@ class Cache:
         if self.breaker.open_until and self._skip("add"):
             return False
         seconds = self._ttl_seconds(ttl)
-        if self._pending:
-            self._claim((full,))
-        try:
-            added = self.backend.add(full, data, seconds)
-        except ValueTooLargeError:
-            raise
-        except Exception as exc:
-            self._backend_error("add", exc)
-            return False
+        with self._ordered((full,)) as go:
+            if not go:
+                return False
+            if full in self._pending:
+                # the server may still hold a value this process invalidated: it must
+                # not make the add fail, so deliver that invalidation first
+                self._replay_pending()
+                if full in self._pending:
+                    return False
+            try:
+                added = self.backend.add(full, data, seconds)
+            except ValueTooLargeError:
+                raise
+            except Exception as exc:
+                self._backend_error("add", exc)
+                return False
         if self.breaker.failures or self._pending:
             self._backend_ok()
         return added
@@ -859,21 +903,23 @@ class Cache:
         if self.breaker.open_until and self._skip("set_many"):
             self._remember_invalidation(encoded)
             return
-        if self._pending:
-            self._claim(encoded)
-        try:
-            self.backend.set_many(encoded, seconds)
-        except ValueTooLargeError:
-            raise
-        except BackendRejectedError as exc:
-            self._backend_error("set_many", exc)
-            for full in encoded:
-                self._drop_quietly(full)
-            return
-        except Exception as exc:
-            self._remember_invalidation(encoded)
-            self._backend_error("set_many", exc)
-            return
+        with self._ordered(encoded) as go:
+            if not go:
+                return
+            try:
+                self.backend.set_many(encoded, seconds)
+            except ValueTooLargeError:
+                raise
+            except BackendRejectedError as exc:
+                self._backend_error("set_many", exc)
+                for full in encoded:
+                    self._drop_quietly(full)
+                return
+            except Exception as exc:
+                self._remember_invalidation(encoded)
+                self._backend_error("set_many", exc)
+                return
+            self._delivered(encoded)
         for _ in encoded:
             self._c_sets.incr()
         if self.breaker.failures or self._pending:
@@ -1270,32 +1316,34 @@ class Cache:
         full = self._full(_checked(key))
         mine = _Write()
         with self._flights_lock:
-            active = self._ns.writes.setdefault(full, [])
-            if active:
+            entry = self._ns.writes.get(full)
+            if entry is None:
+                entry = self._ns.writes[full] = _KeyWrites()
+            if entry.active:
                 mine.conflict = True
-                for other in active:
+                for other in entry.active:
                     other.conflict = True
-            active.append(mine)
+            entry.active.append(mine)
         try:
             result = writer()
-            if self.policy.stores_on_write and not mine.conflict:
-                try:
-                    self.set(key, result, ttl)
-                except (SerializationError, ValueTooLargeError) as exc:
-                    # the source already changed: never leave the old value behind
-                    self._error_counter("encode").incr()
-                    log.warning("cachekit: written value for %r not cached: %s", key, exc)
+            with entry.step:
+                if self.policy.stores_on_write and not mine.conflict:
+                    try:
+                        self.set(key, result, ttl)
+                    except (SerializationError, ValueTooLargeError) as exc:
+                        # the source already changed: never leave the old value behind
+                        self._error_counter("encode").incr()
+                        log.warning("cachekit: written value for %r not cached: %s", key, exc)
+                        self.delete(key)
+                    if mine.conflict:  # a write overlapped ours while we stored: undo
+                        self.delete(key)
+                else:
                     self.delete(key)
-                if mine.conflict:  # a write overlapped ours while we stored: undo
-                    self.delete(key)
-            else:
-                self.delete(key)
             return result
         finally:
             with self._flights_lock:
-                active = self._ns.writes[full]
-                active.remove(mine)
-                if not active:
+                entry.active.remove(mine)
+                if not entry.active:
                     del self._ns.writes[full]
 
     # ------------------------------------------------------------ decorators
