@@ -22,7 +22,7 @@ import cachekit as ck
 from cachekit.backends.redis import RedisBackend
 from cachekit.cache import LEASE_MARK
 from tests.conftest import FakeClock
-from tests.faultkit import CutProxy, ServerProcess
+from tests.faultkit import CutProxy, ServerProcess, StallServer
 
 
 def _ns() -> str:
@@ -589,3 +589,20 @@ def test_memory_namespace_takes_no_slot_and_clear_frees_memory() -> None:
     assert cache.stats().evictions_capacity == 0
     other = ck.Cache(backend, namespace=cache.namespace, ttl=60)
     assert other.get("c") == 3  # caches over one store share the namespace version
+
+
+# ---------------------------------------------------------------- a hung server costs one timeout
+
+
+@pytest.mark.parametrize("scheme", ["redis", "memcached"])
+def test_first_load_against_a_hung_server_pays_one_timeout_not_two(scheme: str) -> None:
+    with StallServer() as hung:
+        cache = ck.Cache.from_url(f"{scheme}://127.0.0.1:{hung.port}", namespace=_ns(), ttl=60)
+        try:
+            started = time.monotonic()
+            assert cache.get_or_load("k", lambda: 1) == 1
+            took = time.monotonic() - started
+        finally:
+            cache.close()
+    # one command deadline (0.25 s) for the read; no lease write, no store after it failed
+    assert took < 0.45, f"first call took {took:.3f} s"
