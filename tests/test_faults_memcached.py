@@ -207,11 +207,11 @@ def _assert_bounded(backend: MemcachedBackend, command: str, keys: list[str]) ->
 def test_a_trickling_server_cannot_hold_a_command_past_its_deadline(
     memcached_url: str, command: str
 ) -> None:
-    """One byte every 0.2 s arrives within every per-read timeout; the command still ends."""
+    """One byte every 0.1 s arrives well within every per-read timeout; the command still ends."""
     port = _port_of(memcached_url)
     keys = [f"trickle-{uuid.uuid4().hex[:8]}-{i}" for i in range(3)]
     _seed(port, dict.fromkeys(keys, b"value" * 4))
-    with TrickleProxy(port, interval=0.2) as proxy:
+    with TrickleProxy(port, interval=0.1) as proxy:
         backend = MemcachedBackend([("127.0.0.1", proxy.port)])  # default deadline 0.25 s
         try:
             _assert_bounded(backend, command, keys)
@@ -226,7 +226,7 @@ def test_a_trickling_pool_cannot_hold_a_command_past_its_deadline(
     """Over the ring, a command that asks every node still has one deadline for all of them."""
     nodes = [_port_of("x:" + n) for n in memcached_pool_url.split("//", 1)[1].split(",")]
     with ExitStack() as stack:
-        proxies = [stack.enter_context(TrickleProxy(port, interval=0.2)) for port in nodes]
+        proxies = [stack.enter_context(TrickleProxy(port, interval=0.1)) for port in nodes]
         backend = MemcachedBackend([("127.0.0.1", p.port) for p in proxies], node_cooldown=0)
         stack.callback(backend.close)
         keys = [f"trickle-{uuid.uuid4().hex[:8]}-{i}" for i in range(30)]
@@ -238,7 +238,7 @@ def test_a_trickling_pool_cannot_hold_a_command_past_its_deadline(
 
 def test_a_trickling_server_opens_the_breaker(memcached_url: str) -> None:
     """With per-read timeouts every get took seconds and succeeded; now they fail and trip it."""
-    with TrickleProxy(_port_of(memcached_url), interval=0.2) as proxy:
+    with TrickleProxy(_port_of(memcached_url), interval=0.1) as proxy:
         cache = _cache(proxy.port)
         try:
             started = time.perf_counter()
