@@ -606,3 +606,53 @@ def test_first_load_against_a_hung_server_pays_one_timeout_not_two(scheme: str) 
             cache.close()
     # one command deadline (0.25 s) for the read; no lease write, no store after it failed
     assert took < 0.45, f"first call took {took:.3f} s"
+
+
+# ---------------------------------------------------------------- logging
+
+
+def test_warnings_carry_structured_fields_without_credentials(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with StallServer() as hung:
+        url = f"redis://user:s3cretmarker@127.0.0.1:{hung.port}/0"
+        with caplog.at_level("DEBUG", logger="cachekit"):
+            cache = ck.Cache.from_url(url, namespace="logs", ttl=60)
+            try:
+                for _ in range(5):
+                    cache.get("k")
+            finally:
+                cache.close()
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1  # one line per incident, not one per call
+    record = warnings[0]
+    assert record.cachekit_namespace == "logs"  # type: ignore[attr-defined]
+    assert record.cachekit_operation == "namespace"  # type: ignore[attr-defined]
+    assert record.cachekit_error == "BackendUnavailableError"  # type: ignore[attr-defined]
+    assert str(hung.port) in record.cachekit_backend  # type: ignore[attr-defined]
+    for r in caplog.records:
+        assert "s3cretmarker" not in r.getMessage()
+        assert "s3cretmarker" not in str(getattr(r, "cachekit_backend", ""))
+
+
+def test_decode_errors_warn_once_per_incident(caplog: pytest.LogCaptureFixture) -> None:
+    cache = ck.Cache(ck.MemoryBackend(), namespace=_ns(), serializer=_CrashingSerializer())  # type: ignore[arg-type]
+    with caplog.at_level("DEBUG", logger="cachekit"):
+        for i in range(5):
+            cache.set(f"k{i}", i)
+            assert cache.get(f"k{i}") is None
+    warned = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warned) == 1 and warned[0].cachekit_operation == "decode"  # type: ignore[attr-defined]
+    assert cache.stats().errors_by_operation["decode"] == 5
+
+
+def test_trace_logger_reports_hits_and_misses_per_key(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("DEBUG", logger="cachekit.trace"):
+        cache = ck.Cache(ck.MemoryBackend(), namespace=_ns(), ttl=60)
+        cache.get("a")
+        cache.set("a", 1)
+        cache.get("a")
+    lines = [r.getMessage() for r in caplog.records if r.name == "cachekit.trace"]
+    assert len(lines) == 2
+    assert lines[0].startswith("cachekit: miss") and lines[1].startswith("cachekit: hit")
+    assert "a" in lines[1]

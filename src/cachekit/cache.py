@@ -53,6 +53,11 @@ from .stats import Counter, Histogram, Stats
 __all__ = ["Cache"]
 
 log = logging.getLogger("cachekit")
+#: Per-key hits and misses at DEBUG level, for troubleshooting (off the fast path unless on).
+trace_log = logging.getLogger("cachekit.trace")
+
+#: A warning of one kind is logged once per this many seconds; repeats go to DEBUG.
+LOG_EVERY = 60.0
 T = TypeVar("T")
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -242,8 +247,12 @@ class Cache:
             LRUCache(stale_maxsize) if stale_ttl else None
         )
         self._stale_lock = threading.Lock()
-        self._careful = self._remote or self._stale is not None
+        # Per-key tracing is decided once: checking the logger on every hit would cost
+        # a tenth of an in-process hit.
+        self._trace = trace_log.isEnabledFor(logging.DEBUG)
+        self._careful = self._remote or self._stale is not None or self._trace
         self._slow = self._careful
+        self._warned: dict[str, float] = {}
 
         # counters: hot-path increments are single C calls
         self._c_hits, self._c_misses = Counter(), Counter()
@@ -264,7 +273,6 @@ class Cache:
         self._replayer: threading.Thread | None = None
         self._closed = False
         self._incident = False
-        self._rejected_logged: set[str] = set()
         self._replay_after = 0.0
 
         self._ns = _cell_for(backend, namespace)
@@ -433,22 +441,44 @@ class Cache:
                 c = self._errors.setdefault(operation, Counter())
         return c
 
+    def _fields(self, operation: str, exc: BaseException | None = None) -> dict[str, Any]:
+        """Structured fields for a log record (``extra=``); never a credential."""
+        return {
+            "cachekit_namespace": self.namespace,
+            "cachekit_backend": self.backend.server_address or type(self.backend).__name__,
+            "cachekit_operation": operation,
+            "cachekit_error": type(exc).__name__ if exc is not None else None,
+        }
+
+    def _warn(
+        self, kind: str, operation: str, exc: BaseException | None, msg: str, *args: Any
+    ) -> None:
+        """Log a warning of ``kind`` once per ``LOG_EVERY`` s; repeats go to DEBUG."""
+        now = time.monotonic()
+        last = self._warned.get(kind)
+        level = logging.DEBUG
+        if last is None or now - last >= LOG_EVERY:
+            self._warned[kind] = now
+            level = logging.WARNING
+        log.log(level, msg, *args, extra=self._fields(operation, exc))
+
     def _backend_error(self, operation: str, exc: BaseException, raise_strict: bool = True) -> None:
         """Count and log a backend failure; raise it in strict mode."""
         self._error_counter(operation).incr()
         if isinstance(exc, BackendRejectedError):
             # The server answered: this command (or its data) is at fault, not the
             # server. Never a reason to stop reading from it.
-            if operation not in self._rejected_logged:
-                self._rejected_logged.add(operation)
-                log.warning(
-                    "cachekit: backend %s refused %s for namespace %r (%s); "
-                    "counted, the backend stays in use",
-                    type(self.backend).__name__,
-                    operation,
-                    self.namespace,
-                    exc,
-                )
+            self._warn(
+                "rejected:" + operation,
+                operation,
+                exc,
+                "cachekit: backend %s refused %s for namespace %r (%s); "
+                "counted, the backend stays in use",
+                type(self.backend).__name__,
+                operation,
+                self.namespace,
+                exc,
+            )
             if raise_strict and not self.fail_open:
                 raise exc
             return
@@ -464,11 +494,18 @@ class Cache:
                 self.namespace,
                 type(exc).__name__,
                 exc,
+                extra=self._fields(operation, exc),
             )
         elif opened:
-            log.info("cachekit: circuit breaker opened for namespace %r", self.namespace)
+            log.info(
+                "cachekit: circuit breaker opened for namespace %r",
+                self.namespace,
+                extra=self._fields(operation, exc),
+            )
         else:
-            log.debug("cachekit: %s failed again: %s", operation, exc)
+            log.debug(
+                "cachekit: %s failed again: %s", operation, exc, extra=self._fields(operation, exc)
+            )
         if raise_strict and not self.fail_open:
             if isinstance(exc, BackendUnavailableError):
                 raise exc
@@ -482,6 +519,7 @@ class Cache:
                 "cachekit: backend %s answers again for namespace %r",
                 type(self.backend).__name__,
                 self.namespace,
+                extra=self._fields("recovery"),
             )
         if (self._pending or self._pending_overflow) and self._timer() >= self._replay_after:
             self._replay_pending()
@@ -627,7 +665,10 @@ class Cache:
             if isinstance(raw, bytes) and raw.startswith(LEASE_MARK):
                 return MISSING  # a lease: no serializer's output starts with a NUL byte
             self._error_counter("decode").incr()
-            log.warning(
+            self._warn(
+                "decode",
+                "decode",
+                exc,
                 "cachekit: undecodable entry %r in namespace %r treated as a miss: %s",
                 full,
                 self.namespace,
@@ -640,6 +681,8 @@ class Cache:
     def _lookup(self, key: str) -> Any:
         """Return the live value for an already valid ``key``, or ``MISSING``; counts hit/miss."""
         if self._slow:
+            if self._trace:
+                return self._traced(self._full(key))
             return self._lookup_slow(self._full(key))
         full = self._ns.prefix + key
         if len(full) > MAX_KEY_LENGTH:
@@ -660,6 +703,18 @@ class Cache:
                 return MISSING
         self._hit()
         return raw
+
+    def _traced(self, full: str) -> Any:
+        """``_lookup_slow``, logging the outcome per key on ``cachekit.trace`` (DEBUG)."""
+        value = self._lookup_slow(full)
+        trace_log.debug(
+            "cachekit: %s %r in namespace %r",
+            "miss" if value is MISSING else "hit",
+            full,
+            self.namespace,
+            extra=self._fields("get"),
+        )
+        return value
 
     def _lookup_slow(self, full: str) -> Any:
         """``_lookup`` while the backend is failing or invalidations are pending.
@@ -1034,7 +1089,10 @@ class Cache:
         if not flight.event.wait(self.lease_ttl):
             # Never wait forever (a hung loader, or two loads waiting on each other
             # across threads): load ourselves, and store nothing, as the other load may.
-            log.warning(
+            self._warn(
+                "wait",
+                "load",
+                None,
                 "cachekit: waited %.1f s for another load in namespace %r; loading without it",
                 self.lease_ttl,
                 self.namespace,
@@ -1173,8 +1231,13 @@ class Cache:
                     self._release_lease(full, lease)  # waiters elsewhere load at once
                 stale = self._stale_value(full) if isinstance(exc, Exception) else MISSING
                 if stale is not MISSING:
-                    log.warning(
-                        "cachekit: loader for %r failed (%s); serving its last value", full, exc
+                    self._warn(
+                        "stale",
+                        "load",
+                        exc,
+                        "cachekit: loader for %r failed (%s); serving its last value",
+                        full,
+                        exc,
                     )
                     flight.value = stale
                     return stale  # type: ignore[no-any-return]
@@ -1205,7 +1268,9 @@ class Cache:
             data = self._encode(value, full)
         except (SerializationError, ValueTooLargeError, ConfigurationError) as exc:
             self._error_counter("encode").incr()
-            log.warning("cachekit: loaded value for %r not cached: %s", full, exc)
+            self._warn(
+                "encode", "encode", exc, "cachekit: loaded value for %r not cached: %s", full, exc
+            )
             if lease is not None:
                 self._release_lease(full, lease)
             return
@@ -1222,7 +1287,9 @@ class Cache:
                 self._keep(full, value)
         except (ValueTooLargeError, InvalidKeyError) as exc:
             self._error_counter("encode").incr()
-            log.warning("cachekit: loaded value for %r not cached: %s", full, exc)
+            self._warn(
+                "encode", "encode", exc, "cachekit: loaded value for %r not cached: %s", full, exc
+            )
         except CacheError:
             if not self.fail_open:
                 raise
@@ -1333,7 +1400,14 @@ class Cache:
                     except (SerializationError, ValueTooLargeError) as exc:
                         # the source already changed: never leave the old value behind
                         self._error_counter("encode").incr()
-                        log.warning("cachekit: written value for %r not cached: %s", key, exc)
+                        self._warn(
+                            "encode",
+                            "encode",
+                            exc,
+                            "cachekit: written value for %r not cached: %s",
+                            key,
+                            exc,
+                        )
                         self.delete(key)
                     if mine.conflict:  # a write overlapped ours while we stored: undo
                         self.delete(key)
