@@ -7,7 +7,14 @@ serializer (or planted by someone else) are refused with
 - ``j`` plain JSON (the value held only JSON-native types);
 - ``J`` tagged JSON (datetime, date, time, Decimal, UUID, bytes, tuple, set,
   frozenset and dicts with non-string keys come back as the type that went in);
-- ``p`` HMAC-SHA256 signature + pickle, only from ``PickleSerializer``.
+- ``p`` HMAC-SHA256 signature + pickle, from ``PickleSerializer.dumps`` (not key-bound);
+- ``P`` the same, with the full cache key under the signature, from
+  ``PickleSerializer.dumps_for`` (what a ``Cache`` writes);
+- ``e`` / ``z`` AES-256-GCM, from ``cachekit.encryption.EncryptedSerializer``.
+
+Decoding is bounded and total: a payload over ``max_value_bytes``, JSON nested
+deeper than ``max_depth``, or any malformed input raises ``SerializationError``
+(cause chained), never another exception.
 """
 
 from __future__ import annotations
@@ -17,21 +24,53 @@ import datetime
 import decimal
 import hashlib
 import hmac
+import itertools
 import json
 import pickle
+import re
 import uuid
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
-from .errors import ConfigurationError, SerializationError
+from .errors import ConfigurationError, SerializationError, ValueTooLargeError
 
 __all__ = [
+    "DEFAULT_MAX_DEPTH",
+    "DEFAULT_MAX_VALUE_BYTES",
     "JsonSerializer",
     "KeyBoundSerializer",
     "PassthroughSerializer",
     "PickleSerializer",
     "Serializer",
 ]
+
+
+#: Largest payload a serializer encodes or decodes unless told otherwise (64 MiB).
+DEFAULT_MAX_VALUE_BYTES = 64 * 1024 * 1024
+#: Deepest nesting of JSON arrays and objects decoded unless told otherwise.
+DEFAULT_MAX_DEPTH = 100
+
+
+def check_size(data: bytes, limit: int | None, what: str) -> None:
+    """Raise ``SerializationError`` when a payload to decode is over ``limit`` bytes."""
+    if limit is not None and len(data) > limit:
+        raise SerializationError(f"{what} payload of {len(data)} bytes is over the cap of {limit}")
+
+
+def check_limit(limit: int | None) -> int | None:
+    """Validate a ``max_value_bytes`` option (a positive int, or None for no cap)."""
+    if limit is not None and (not isinstance(limit, int) or limit <= 0):
+        raise ConfigurationError(f"max_value_bytes must be a positive int or None, not {limit!r}")
+    return limit
+
+
+def as_bytes(data: Any) -> bytes:
+    """Return ``data`` as ``bytes``; raise ``SerializationError`` for anything else."""
+    if type(data) is bytes:
+        return data
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return bytes(data)
+    raise SerializationError(f"payload is a {type(data).__qualname__}, not bytes")
 
 
 @runtime_checkable
@@ -85,6 +124,32 @@ class PassthroughSerializer:
 # payloads have none, and checking that the value ends exactly at the end of the
 # payload keeps decoding strict. Almost half the cost of json.loads per value.
 _json_scan: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+
+
+# A JSON string (escapes included), so brackets inside strings are not counted.
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
+# Outside its strings, valid JSON holds only these ASCII characters besides brackets;
+# dropping them leaves the bracket skeleton, with both kinds written as [ ].
+_SKELETON: dict[int, str | None] = {c: None for c in range(128) if chr(c) not in "[]{}"}
+_SKELETON.update({ord("{"): "[", ord("}"): "]"})
+_STEP = {"[": 1, "]": -1}
+
+
+def _too_deep(text: str, limit: int) -> bool:
+    """Whether the arrays and objects of JSON ``text`` nest deeper than ``limit``."""
+    if text.count("[") + text.count("{") <= limit:
+        return False  # the common case, at the speed of two C loops
+    # strings out: split on quotes when nothing is escaped, else a regex
+    outside = _JSON_STRING.sub("", text) if "\\" in text else "".join(text.split('"')[::2])
+    skeleton = outside.translate(_SKELETON)
+    # each pass drops exactly the innermost pairs: shallow values (the usual lists of
+    # rows) are done in a few passes at C speed; deeper ones get one exact walk
+    for _ in range(min(limit, 8)):
+        if not skeleton:
+            return False
+        skeleton = skeleton.replace("[]", "")
+    depth = max(itertools.accumulate(map(_STEP.get, skeleton, itertools.repeat(0))), default=0)
+    return depth + min(limit, 8) > limit
 
 
 def _scan_exact(text: str) -> Any:
@@ -190,11 +255,23 @@ class JsonSerializer:
     """JSON with type tags, so a value comes back as the type it went in.
 
     Plain JSON-native values (the common case) are encoded with no tagging
-    overhead and decoded with a single ``json.loads``.
+    overhead and decoded with a single scan. Payloads over ``max_value_bytes``
+    (``None``: no cap) and nesting deeper than ``max_depth`` are refused both
+    ways, so whatever this serializer writes it can read back.
     """
 
-    def __init__(self, ensure_ascii: bool = False) -> None:
+    def __init__(
+        self,
+        ensure_ascii: bool = False,
+        *,
+        max_value_bytes: int | None = DEFAULT_MAX_VALUE_BYTES,
+        max_depth: int = DEFAULT_MAX_DEPTH,
+    ) -> None:
+        if not isinstance(max_depth, int) or max_depth < 1:
+            raise ConfigurationError(f"max_depth must be a positive int, not {max_depth!r}")
         self._ensure_ascii = ensure_ascii
+        self.max_value_bytes = check_limit(max_value_bytes)
+        self.max_depth = max_depth
 
     def dumps(self, value: Any) -> bytes:
         """Encode ``value`` as (tagged) JSON bytes."""
@@ -206,25 +283,39 @@ class JsonSerializer:
             text = json.dumps(native, ensure_ascii=self._ensure_ascii, separators=(",", ":"))
         except (ValueError, TypeError) as exc:  # circular references
             raise SerializationError(f"JSON serializer cannot encode value: {exc}") from exc
-        return (b"J" if tagged else b"j") + text.encode("utf-8", "surrogatepass")
+        if _too_deep(text, self.max_depth):
+            raise SerializationError(f"value nests deeper than max_depth={self.max_depth}")
+        data = (b"J" if tagged else b"j") + text.encode("utf-8", "surrogatepass")
+        limit = self.max_value_bytes
+        if limit is not None and len(data) > limit:
+            raise ValueTooLargeError(len(data), limit)
+        return data
 
     def loads(self, data: bytes) -> Any:
-        """Decode bytes produced by ``dumps``."""
+        """Decode bytes produced by ``dumps``; anything else raises ``SerializationError``."""
+        data = as_bytes(data)
         if not data:
             raise SerializationError("empty payload")
+        check_size(data, self.max_value_bytes, "JSON")
         head = data[:1]
+        if head != b"j" and head != b"J":
+            raise SerializationError(
+                f"payload is not cachekit JSON (format byte {head!r}); refusing to decode it"
+            )
         try:
             # decoding to str first skips json.loads' byte-encoding detection (~25 % of a hit)
-            if head == b"j":
-                return _scan_exact(data[1:].decode("utf-8", "surrogatepass"))
-            if head == b"J":
-                return _untag(_scan_exact(data[1:].decode("utf-8", "surrogatepass")))
-        except (ValueError, LookupError, TypeError, ArithmeticError, RecursionError) as exc:
-            # ArithmeticError: bad Decimal / timedelta overflow; RecursionError: absurd nesting
-            raise SerializationError(f"corrupt JSON payload: {exc}") from exc
-        raise SerializationError(
-            f"payload is not cachekit JSON (format byte {head!r}); refusing to decode it"
-        )
+            text = data[1:].decode("utf-8", "surrogatepass")
+            if _too_deep(text, self.max_depth):
+                raise SerializationError(f"JSON payload nests deeper than {self.max_depth}")
+            value = _scan_exact(text)
+            return value if head == b"j" else _untag(value)
+        except SerializationError:
+            raise
+        except Exception as exc:
+            # a known tag holding the wrong type (AttributeError, TypeError, ...), bad
+            # Decimal or timedelta (ArithmeticError), an int over Python's digit limit
+            # (ValueError), absurd nesting (RecursionError): every one is a corrupt entry
+            raise SerializationError(f"corrupt JSON payload: {type(exc).__name__}: {exc}") from exc
 
 
 class PickleSerializer:
@@ -232,35 +323,77 @@ class PickleSerializer:
 
     Only use it when every writer of the cache is trusted to hold ``key``. The
     algorithm is fixed here, never read from the payload.
+
+    A ``Cache`` calls ``dumps_for`` / ``loads_for``: the signature then covers
+    the full cache key too, so an entry copied under another key is refused.
+    Plain ``dumps`` / ``loads`` (for direct use) are not bound to any key, and
+    the two formats never read each other.
     """
 
     _MAC_LEN = 32
 
-    def __init__(self, key: bytes, protocol: int = pickle.HIGHEST_PROTOCOL) -> None:
+    def __init__(
+        self,
+        key: bytes,
+        protocol: int = pickle.HIGHEST_PROTOCOL,
+        *,
+        max_value_bytes: int | None = DEFAULT_MAX_VALUE_BYTES,
+    ) -> None:
         if not isinstance(key, bytes) or len(key) < 16:
             raise ConfigurationError("PickleSerializer needs a secret key of at least 16 bytes")
         self._key = key
         self._protocol = protocol
+        self.max_value_bytes = check_limit(max_value_bytes)
 
-    def _mac(self, body: bytes) -> bytes:
-        return hmac.new(self._key, body, hashlib.sha256).digest()
+    def __repr__(self) -> str:
+        return f"PickleSerializer(protocol={self._protocol})"  # never the key
 
-    def dumps(self, value: Any) -> bytes:
-        """Pickle and sign ``value``."""
+    def _mac(self, head: bytes, key: str | None, body: bytes) -> bytes:
+        mac = hmac.new(self._key, head, hashlib.sha256)
+        if key is not None:
+            # length-prefixed, so no split of key + body can be read as another one
+            k = key.encode("utf-8", "surrogatepass")
+            mac.update(len(k).to_bytes(4, "big"))
+            mac.update(k)
+        mac.update(body)
+        return mac.digest()
+
+    def _dump(self, head: bytes, key: str | None, value: Any) -> bytes:
         try:
             body = pickle.dumps(value, protocol=self._protocol)
         except Exception as exc:  # pickle raises many types (PicklingError, TypeError, ...)
             raise SerializationError(f"cannot pickle value: {exc}") from exc
-        return b"p" + self._mac(body) + body
+        limit = self.max_value_bytes
+        if limit is not None and 1 + self._MAC_LEN + len(body) > limit:
+            raise ValueTooLargeError(1 + self._MAC_LEN + len(body), limit)
+        return head + self._mac(head, key, body) + body
 
-    def loads(self, data: bytes) -> Any:
-        """Verify the signature of ``data``, then unpickle it."""
-        if data[:1] != b"p" or len(data) < 1 + self._MAC_LEN:
-            raise SerializationError("payload is not a signed cachekit pickle")
+    def _load(self, head: bytes, key: str | None, data: Any) -> Any:
+        data = as_bytes(data)
+        if data[:1] != head or len(data) < 1 + self._MAC_LEN:
+            kind = "key-bound" if key is not None else "plain"
+            raise SerializationError(f"payload is not a {kind} signed cachekit pickle")
+        check_size(data, self.max_value_bytes, "pickle")
         mac, body = data[1 : 1 + self._MAC_LEN], data[1 + self._MAC_LEN :]
-        if not hmac.compare_digest(mac, self._mac(body)):
+        if not hmac.compare_digest(mac, self._mac(head, key, body)):
             raise SerializationError("pickle signature mismatch; refusing to unpickle")
         try:
             return pickle.loads(body)
         except Exception as exc:
             raise SerializationError(f"cannot unpickle value: {exc}") from exc
+
+    def dumps(self, value: Any) -> bytes:
+        """Pickle and sign ``value``, bound to no key (direct use)."""
+        return self._dump(b"p", None, value)
+
+    def loads(self, data: bytes) -> Any:
+        """Verify the signature of a ``dumps`` payload, then unpickle it."""
+        return self._load(b"p", None, data)
+
+    def dumps_for(self, key: str, value: Any) -> bytes:
+        """Pickle ``value`` and sign it together with the full cache ``key``."""
+        return self._dump(b"P", key, value)
+
+    def loads_for(self, key: str, data: bytes) -> Any:
+        """Unpickle ``data`` read from ``key`` if its signature covers that key."""
+        return self._load(b"P", key, data)
