@@ -47,6 +47,7 @@ from tests.faultkit import (
     free_port,
     wait_for_port,
 )
+from tests.test_faults_redis import _in_child
 
 SERVICE = "ckmaster"
 
@@ -611,6 +612,25 @@ def test_commands_go_to_the_master(protected: SentinelGroup) -> None:
         assert backend.delete_many([key + "a", key + "b", key + "c"]) == 2
         assert backend.delete(key) is True
         assert backend.get(key) is ck.MISSING
+    finally:
+        backend.close()
+
+
+def test_a_forked_child_opens_its_own_connections(protected: SentinelGroup) -> None:
+    backend = RedisSentinelBackend.from_url(_protected_url(protected))
+    key = "ck-sentinel-fork-" + uuid.uuid4().hex
+    try:
+        backend.set(key, b"parent", 30)
+        parent_id = backend.client.client_id()
+
+        def child() -> object:
+            backend.set(key + "c", b"child", 30)
+            return (backend.get(key), backend.client.client_id())
+
+        value, child_id = _in_child(child)  # type: ignore[misc]
+        assert value == b"parent" and child_id != parent_id
+        assert backend.get(key + "c") == b"child"  # the parent's connection still works
+        assert backend.client.client_id() == parent_id
     finally:
         backend.close()
 
