@@ -23,9 +23,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import cachekit as ck  # noqa: E402
-from cachekit.cache import REPLAY_INTERVAL  # noqa: E402
-from tests.faultkit import CutProxy, ServerProcess  # noqa: E402
+from tests.faultkit import CutProxy, ServerProcess
+
+import cachekit as ck
+from cachekit.cache import REPLAY_INTERVAL
 
 
 def trial(kind: str, server: ServerProcess, proxy: CutProxy) -> float:
