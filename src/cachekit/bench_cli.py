@@ -239,9 +239,9 @@ def _text(
         "by a write finished before the read started; p50/p95 = read latency; ops/s = all "
         "operations / wall time",
         "notes: 'TTL ≥ window' = the TTL is at least as long as the run: nothing expired, the "
-        "row is not ranked; 'slower' = fewer ops/s than no cache in every repeat (not ranked); "
-        "'p95 up' = a higher p95 than no cache in every repeat (not ranked if its median ops/s "
-        "is lower too)",
+        "row is not ranked; 'slower' = median ops/s more than 10% below no cache's (not "
+        "ranked); 'p95 up' = median p95 more than 10% above no cache's (not ranked if its "
+        "median ops/s is lower too)",
         "",
         *textwrap.wrap(
             f"recommendation (stale budget {max_stale * 1000:g} per 1,000 reads): {reading}",

@@ -41,6 +41,11 @@ __all__ = [
 
 #: Hit ratios closer than this are a tie, broken on database reads.
 TIE = 0.005
+#: A cached row is "slower" when its median ops/s is more than this share below no
+#: cache's, and its p95 is "up" when its median p95 is more than this share above.
+MARGIN = 0.10
+#: Repeats whose ops/s differ by more than this factor make the speed verdicts uncertain.
+NOISY = 1.5
 
 
 def _ttl(ttl: float | None) -> str:
@@ -139,14 +144,14 @@ class Verdict:
 
     row: BenchRow
     beyond_window: bool  # TTL >= the run's window: it never expired, the row says nothing
-    slower: bool  # fewer ops/s than no cache in every repeat
-    p95_worse: bool  # higher p95 than no cache in every repeat
+    slower: bool  # median ops/s more than MARGIN below no cache's
+    p95_worse: bool  # median p95 more than MARGIN above no cache's
     over_budget: bool  # median stale reads above the budget
     fewer_ops: bool = False  # median ops/s below no cache's median
 
     @property
     def not_paying(self) -> bool:
-        """Slower than no cache: fewer ops/s in every repeat, or a higher p95 and fewer ops/s."""
+        """Slower than no cache: clearly fewer ops/s, or a higher p95 and fewer ops/s."""
         return self.slower or (self.p95_worse and self.fewer_ops)
 
     @property
@@ -179,9 +184,9 @@ def assess(rows: Sequence[BenchRow], max_stale: float) -> list[Verdict]:
         beyond = row.ttl is not None and row.ttl >= window
         slower = p95_worse = fewer = False
         if base is not None:
-            tp, btp = row["throughput"], base["throughput"]
-            slower, fewer = tp.hi < btp.lo, tp.median < btp.median
-            p95_worse = row["p95_us"].lo > base["p95_us"].hi
+            tp, btp = row["throughput"].median, base["throughput"].median
+            slower, fewer = tp < btp * (1 - MARGIN), tp < btp
+            p95_worse = row["p95_us"].median > base["p95_us"].median * (1 + MARGIN)
         over = row["stale_per_1k"].median > max_stale * 1000
         out.append(Verdict(row, beyond, slower, p95_worse, over, fewer))
     return out
@@ -288,6 +293,15 @@ def recommend(rows: Sequence[BenchRow], config: BenchConfig, trace: Trace | None
     base = next((r for r in rows if not r.cached), None)
     window = min((r["window_s"].lo for r in rows), default=None)
     tail = " " + assumptions(config, trace, window)
+    noisy = [r for r in rows if r["throughput"].hi > NOISY * r["throughput"].lo > 0]
+    if noisy:
+        worst = max(noisy, key=lambda r: r["throughput"].hi / r["throughput"].lo)
+        tail = (
+            f" Caution: the repeats disagree (ops/s of {worst.label} from "
+            f"{worst['throughput'].lo:,.0f} to {worst['throughput'].hi:,.0f}): the machine or "
+            "the network was busy, so the speed verdicts are less certain than they look; "
+            "rerun on a quiet machine or with more --repeats." + tail
+        )
     if not cached:
         return "No cache strategy was run, so there is nothing to recommend." + tail
     judged = [v for v in verdicts if not v.beyond_window]
