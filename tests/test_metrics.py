@@ -567,7 +567,7 @@ def test_cachekit_imports_without_prometheus_client_and_metrics_says_what_to_ins
     )
     proc = _run_python(code)
     assert proc.returncode == 0, proc.stderr
-    assert "ERR" in proc.stdout and "pip install 'cachekit[prometheus]'" in proc.stdout
+    assert "ERR" in proc.stdout and "pip install 'cachekit-py[prometheus]'" in proc.stdout
 
 
 def test_importing_cachekit_does_not_import_prometheus_client() -> None:

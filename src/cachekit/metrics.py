@@ -46,7 +46,7 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
     raise ConfigurationError(
         "cachekit.metrics needs prometheus-client; install it with: "
-        "pip install 'cachekit[prometheus]'"
+        "pip install 'cachekit-py[prometheus]'"
     ) from exc
 
 # prometheus-client's helpers are untyped; pin the signatures we rely on
