@@ -24,6 +24,7 @@ from typing import Any, ClassVar, Final, Protocol, runtime_checkable
 
 __all__ = [
     "MISSING",
+    "AsyncBackend",
     "Backend",
     "Missing",
     "SupportsCompareAndSet",
@@ -153,3 +154,75 @@ class SupportsDropPrefix(Protocol):
     def drop_prefix(self, prefix: str) -> int:
         """Remove every entry whose key starts with ``prefix``; return how many."""
         ...
+
+
+class AsyncBackend(abc.ABC):
+    """The asyncio twin of ``Backend``: the same contract, awaited.
+
+    Same keys, expiry rules, ``MISSING`` sentinel, byte format and errors
+    (``BackendUnavailableError``, ``BackendRejectedError``, ``ValueTooLargeError``),
+    so a ``Cache`` and an ``AsyncCache`` over one server read each other's
+    entries. Optional capabilities are methods of the same names as the sync
+    protocols (``compare_and_set``, ``server_stats``, ``eviction_counts``,
+    ``drop_prefix``), awaited where they do I/O.
+    """
+
+    #: URL schemes this class serves (used by the async registry).
+    schemes: ClassVar[tuple[str, ...]] = ()
+    #: True when values stay in this process (no serialization needed).
+    local: ClassVar[bool] = False
+    #: Largest encoded value the backend holds, in bytes; ``None`` for no limit.
+    max_value_size: int | None = None
+    #: Where the server is (a URL without credentials); ``None`` if unknown.
+    server_address: str | None = None
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> AsyncBackend:
+        """Build a backend from a URL; keyword options override query parameters."""
+        raise NotImplementedError(f"{cls.__name__} cannot be built from a URL")
+
+    @abc.abstractmethod
+    async def get(self, key: str) -> Any:
+        """Return the stored value, or ``MISSING``."""
+
+    @abc.abstractmethod
+    async def set(self, key: str, value: Any, ttl: float | None) -> None:
+        """Store ``value`` under ``key`` for ``ttl`` seconds (``None``: no expiry)."""
+
+    @abc.abstractmethod
+    async def add(self, key: str, value: Any, ttl: float | None) -> bool:
+        """Store ``value`` only if ``key`` is absent; return whether it was stored."""
+
+    @abc.abstractmethod
+    async def delete(self, key: str) -> bool:
+        """Remove ``key``; return whether it was present."""
+
+    async def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
+        """Return ``{key: value}`` for the keys that are present."""
+        out: dict[str, Any] = {}
+        for k in keys:
+            v = await self.get(k)
+            if v is not MISSING:
+                out[k] = v
+        return out
+
+    async def set_many(self, mapping: Mapping[str, Any], ttl: float | None) -> None:
+        """Store every item of ``mapping`` with the same ``ttl``."""
+        for k, v in mapping.items():
+            await self.set(k, v, ttl)
+
+    async def delete_many(self, keys: Iterable[str]) -> int:
+        """Remove ``keys``; return how many were present (where the backend can tell)."""
+        removed = 0
+        for k in keys:
+            removed += bool(await self.delete(k))
+        return removed
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
+        """Release connections; the backend must not be used afterwards."""
+
+    async def __aenter__(self) -> AsyncBackend:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
