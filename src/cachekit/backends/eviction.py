@@ -10,8 +10,9 @@ any other reason (delete, expiry, a dropped prefix), ``clear``.
 *window*; a key pushed out of the window is admitted to the *main* segmented
 LRU (probation + protected) only if a count-min sketch says it is used more
 often than the main's next victim. The window's share of the capacity is
-tuned by hill climbing on the hit ratio, so recency-heavy workloads grow the
-window (toward LRU) and frequency-heavy ones shrink it.
+tuned as the workload runs (two miniature caches on sampled keys show which
+way raises the hit ratio), so recency-heavy workloads grow the window (toward
+LRU) and frequency-heavy or looping ones shrink it.
 """
 
 from __future__ import annotations
@@ -73,24 +74,26 @@ class LruPolicy:
 
 
 _HALVE = bytes(i >> 1 for i in range(256))
-_MAX_COUNT = 15
+_COUNT_MAX = 63  # counts saturate here (bytes, not Caffeine's 4-bit nibbles: finer at the margin)
+_WIDTH = 4  # counters per row per entry of capacity: few collisions on small caches
+_AGE = 40  # halve every count after this many increments per entry of capacity
 
 
 class FrequencySketch:
-    """A count-min sketch of recent use: four rows of saturating 4-bit counts, halved periodically.
+    """A count-min sketch of recent use: four rows of saturating counts, halved periodically.
 
-    Halving every ``10 * maxsize`` increments ages old popularity away, so a
-    key that was hot an hour ago does not keep its place for ever.
+    Halving every count each ``40 * maxsize`` increments ages old popularity
+    away, so a key that was hot an hour ago does not keep its place for ever.
     """
 
     def __init__(self, maxsize: int) -> None:
         width = 16
-        while width < maxsize and width < 1 << 24:
+        while width < _WIDTH * maxsize and width < 1 << 24:
             width <<= 1
         self.mask = width - 1
         self.width = width
         self.table = bytearray(4 * width)
-        self.sample_size = 10 * maxsize
+        self.sample_size = _AGE * maxsize
         self.additions = 0
 
     def _slots(self, key: str) -> tuple[int, int, int, int]:
@@ -104,7 +107,7 @@ class FrequencySketch:
         )
 
     def frequency(self, key: str) -> int:
-        """Return the estimated recent use count of ``key`` (0 to 15)."""
+        """Return the estimated recent use count of ``key``."""
         t = self.table
         a, b, c, d = self._slots(key)
         return min(t[a], t[b], t[c], t[d])
@@ -114,7 +117,7 @@ class FrequencySketch:
         t = self.table
         added = False
         for i in self._slots(key):
-            if t[i] < _MAX_COUNT:
+            if t[i] < _COUNT_MAX:
                 t[i] += 1
                 added = True
         if added:
@@ -129,56 +132,122 @@ class FrequencySketch:
         self.additions = 0
 
 
-_STEP = 0.0625  # Caffeine's hill climber: first step, 6.25 % of the capacity
-_DECAY = 0.98  # each step 2 % smaller than the last ...
-_RESTART = 0.05  # ... until the hit ratio moves by 5 points: the workload changed, step big again
+# The window's share is tuned by two miniature caches (keys only) that replay the
+# same hash-sampled requests with a window a little smaller and a little larger
+# than the real one: they see identical requests, so the requests only one of
+# them answers measure which way is better without the noise of comparing one
+# period of the workload with the next (Caffeine's hill climber does that, and
+# converged too slowly on recency-heavy traces; see docs/memory.md).
+_MINI = 128  # each miniature holds 128 to 255 keys (the whole capacity below that)
+_PERIOD = 5  # sampled requests per decision, in miniature capacities
+_DELTA = 0.05  # the miniatures' windows: the real share -/+ 5 % of the capacity
+_STEP = (0.01, 0.05, 0.25)  # smallest, first, largest move of the share
+_Z = 2.0  # move only if the difference is over two standard deviations of a fair coin
 
 
 class TinyLfuPolicy:
     """W-TinyLFU with an adaptive window: LRU window, segmented LRU main, frequency admission."""
 
-    def __init__(self, maxsize: int) -> None:
+    def __init__(self, maxsize: int, adaptive: bool = True) -> None:
         self.maxsize = maxsize
         self.window: collections.OrderedDict[str, None] = collections.OrderedDict()
         self.probation: collections.OrderedDict[str, None] = collections.OrderedDict()
         self.protected: collections.OrderedDict[str, None] = collections.OrderedDict()
         self.sketch = FrequencySketch(maxsize)
-        self.window_max = max(1, round(0.01 * maxsize))
-        self._set_main()
-        self.hits = 0
-        self.misses = 0
-        self.previous_hit_ratio = 0.0
-        self.step = -_STEP * maxsize
+        self.window_max = 1
+        self.protected_max = 0
+        self.fraction = 0.01
+        self.minis: tuple[TinyLfuPolicy, TinyLfuPolicy] | None = None
+        if adaptive and maxsize >= 4:
+            rate = 1
+            while maxsize // (rate * 2) >= _MINI:
+                rate *= 2
+            self.sample_mask = rate - 1
+            size = maxsize // rate
+            self.minis = (TinyLfuPolicy(size, False), TinyLfuPolicy(size, False))
+            self.mini_wins = [0, 0]  # requests only the smaller / only the larger window hit
+            self.mini_requests = 0
+            self.period = _PERIOD * size
+            self.step = _STEP[1]
+        self._apply_fraction()
 
-    def _set_main(self) -> None:
-        self.protected_max = int(0.8 * (self.maxsize - self.window_max))
+    def _apply_fraction(self) -> None:
+        self._resize_window(self.fraction)
+        if self.minis is not None:
+            low, high = self.minis
+            low._resize_window(max(0.0, self.fraction - _DELTA))
+            high._resize_window(min(1.0, self.fraction + _DELTA))
+
+    def _resize_window(self, fraction: float) -> None:
+        """Give the window ``fraction`` of the capacity (at least one entry, the main the rest)."""
+        target = min(max(1, round(fraction * self.maxsize)), max(1, self.maxsize - 1))
+        self.window_max = target
+        self.protected_max = int(0.8 * (self.maxsize - target))
+        protected, probation, window = self.protected, self.probation, self.window
+        while len(protected) > self.protected_max:
+            probation[protected.popitem(last=False)[0]] = None
+        while len(window) > target:
+            probation[window.popitem(last=False)[0]] = None
+        while len(window) < target and (probation or protected):
+            source = probation or protected  # the main's least recent keys fill the window
+            window[source.popitem(last=False)[0]] = None
 
     def __len__(self) -> int:
         return len(self.window) + len(self.probation) + len(self.protected)
 
+    def _sample(self, key: str) -> None:
+        """Replay a sampled request into both miniatures; move the window toward the winner."""
+        minis = self.minis
+        assert minis is not None
+        low_hit = minis[0].request(key)
+        if minis[1].request(key) != low_hit:
+            self.mini_wins[not low_hit] += 1
+        self.mini_requests += 1
+        if self.mini_requests < self.period:
+            return
+        low, high = self.mini_wins
+        self.mini_wins = [0, 0]
+        self.mini_requests = 0
+        if abs(high - low) <= _Z * (high + low) ** 0.5:
+            return
+        direction = 1.0 if high > low else -1.0
+        if (self.step > 0) == (direction > 0):  # the same way again: a longer stride
+            magnitude = min(abs(self.step) * 2, _STEP[2])
+        else:
+            magnitude = max(abs(self.step) / 2, _STEP[0])
+        self.step = direction * magnitude
+        self.fraction = min(max(self.fraction + self.step, 0.0), 1.0)
+        self._apply_fraction()
+
+    def request(self, key: str) -> bool:
+        """Look ``key`` up as a cache would (access or insert); return whether it was held."""
+        if key in self.window or key in self.probation or key in self.protected:
+            self.access(key, True)
+            return True
+        self.insert(key)
+        return False
+
     def insert(self, key: str) -> str | None:
         """Track a new ``key`` in the window; return the key evicted for it, if any."""
+        if self.minis is not None and not (hash(key) >> 56) & self.sample_mask:
+            self._sample(key)
         self.sketch.increment(key)
-        self.misses += 1
         window = self.window
         window[key] = None
         candidate = None
         if len(window) > self.window_max:
             candidate = window.popitem(last=False)[0]
             self.probation[candidate] = None
-        victim = self._evict(candidate) if len(self) > self.maxsize else None
-        if self.hits + self.misses >= self.sketch.sample_size:
-            self._climb()
-        return victim
+        return self._evict(candidate) if len(self) > self.maxsize else None
 
     def _evict(self, candidate: str | None) -> str:
-        probation = self.probation
-        victim = next(iter(probation), None)
-        if victim is None or victim == candidate:
+        """Remove and return the main's victim, or the candidate if it is not used more often."""
+        victim = next(iter(self.probation), None)
+        if victim == candidate:  # the candidate is all probation holds (or both are None)
             victim = next(iter(self.protected), None)
-        if victim is None:  # the main segment is empty: the window holds everything
-            return self.window.popitem(last=False)[0]
-        if candidate is not None and victim != candidate:
+        if victim is None:  # nothing else to weigh it against (a capacity of one or two)
+            victim = candidate if candidate is not None else next(iter(self.window))
+        elif candidate is not None:
             sketch = self.sketch
             if sketch.frequency(candidate) <= sketch.frequency(victim):
                 victim = candidate  # not used more often than what it would replace: rejected
@@ -187,8 +256,8 @@ class TinyLfuPolicy:
 
     def access(self, key: str, hit: bool) -> None:
         """Count a use of ``key`` and move it up its segment (probation -> protected)."""
-        if hit:
-            self.hits += 1
+        if hit and self.minis is not None and not (hash(key) >> 56) & self.sample_mask:
+            self._sample(key)
         self.sketch.increment(key)
         if key in self.window:
             self.window.move_to_end(key)
@@ -215,49 +284,6 @@ class TinyLfuPolicy:
         self.probation.clear()
         self.protected.clear()
         self.sketch.clear()
-
-    def _climb(self) -> None:
-        """Move the window size one step in the direction that last raised the hit ratio."""
-        requests = self.hits + self.misses
-        ratio = self.hits / requests
-        change = ratio - self.previous_hit_ratio
-        amount = self.step if change >= 0 else -self.step
-        if abs(change) >= _RESTART:
-            self.step = _STEP * self.maxsize * (1 if amount >= 0 else -1)
-        else:
-            self.step = _DECAY * amount
-        self.previous_hit_ratio = ratio
-        self.hits = self.misses = 0
-        delta = int(amount)
-        if delta > 0:
-            self._grow_window(delta)
-        elif delta < 0:
-            self._shrink_window(-delta)
-
-    def _grow_window(self, n: int) -> None:
-        n = min(n, self.maxsize - 1 - self.window_max)
-        if n <= 0:
-            return
-        self.window_max += n
-        self._set_main()
-        protected, probation, window = self.protected, self.probation, self.window
-        while len(protected) > self.protected_max:
-            probation[protected.popitem(last=False)[0]] = None
-        for _ in range(n):  # the main's least recent keys fill the window's new room
-            source = probation or protected
-            if not source:
-                break
-            window[source.popitem(last=False)[0]] = None
-
-    def _shrink_window(self, n: int) -> None:
-        n = min(n, self.window_max - 1)
-        if n <= 0:
-            return
-        self.window_max -= n
-        self._set_main()
-        window, probation = self.window, self.probation
-        while len(window) > self.window_max:
-            probation[window.popitem(last=False)[0]] = None
 
 
 #: Policy names accepted by ``MemoryBackend(policy=...)`` and ``memory://?policy=``.
