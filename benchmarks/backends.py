@@ -3,12 +3,16 @@
 Prints, per backend, (a) the time of one hit through ``@cache.cached`` next to
 the raw client's ``get`` + ``json.loads`` on the same server, as a ratio, and
 (b) ``cache.get_many(100 keys)`` next to 100 sequential ``cache.get`` calls,
-as a speed-up. Each figure is the median of ``--runs`` runs (the runs
-interleave the two sides, so drift on a noisy machine hits both), with the
-min-max spread.
+as a speed-up. A hit figure is the median of ``--rounds`` per-round ratios:
+each round makes ``--hits`` calls of each side, alternating call by call
+(ABBA) and timing each one, and compares the two median call times, so drift
+and preemption on a shared machine reach both sides alike. The table gives the
+median, the interquartile range and the min-max of those ratios. The get_many
+rows time ``--runs`` interleaved runs of each side.
 
-    python benchmarks/backends.py --runs 7
-    python benchmarks/backends.py --profile          # where a cachekit hit spends its time
+    python benchmarks/backends.py                           # Redis and Memcached
+    python benchmarks/backends.py --only memcached --rounds 61
+    python benchmarks/backends.py --profile                 # where a cachekit hit spends its time
     python benchmarks/backends.py --plot backends.png
 """
 
@@ -57,16 +61,42 @@ def compare_hit(
     label: str,
     cached: Callable[[], Any],
     raw: Callable[[], Any],
-    runs: int,
+    rounds: int,
     n: int,
 ) -> Row:
-    """Interleave the cachekit hit and the raw floor ``runs`` times."""
+    """Time the cachekit hit and the raw floor call by call, alternating them (ABBA).
+
+    Each of ``rounds`` rounds makes ``n`` calls of each side, timing every
+    call; the round's figure for a side is its median call time, so a call that
+    the scheduler preempted does not move it. Alternating call by call puts
+    both sides under the same machine load at the same moment.
+    """
+    clock = time.perf_counter_ns
     for fn in (cached, raw):  # warm connections and code paths
-        per_op(fn, max(100, n // 10))
+        per_op(fn, max(200, n))
     ours, base = [], []
-    for _ in range(runs):
-        ours.append(per_op(cached, n))
-        base.append(per_op(raw, n))
+    for _ in range(rounds):
+        a: list[int] = []
+        b: list[int] = []
+        for i in range(n):
+            if i & 1:
+                t0 = clock()
+                raw()
+                t1 = clock()
+                cached()
+                t2 = clock()
+                b.append(t1 - t0)
+                a.append(t2 - t1)
+            else:
+                t0 = clock()
+                cached()
+                t1 = clock()
+                raw()
+                t2 = clock()
+                a.append(t1 - t0)
+                b.append(t2 - t1)
+        ours.append(statistics.median(a) / 1e9)
+        base.append(statistics.median(b) / 1e9)
     return Row(label, ours, base, [o / b for o, b in zip(ours, base, strict=True)], "overhead")
 
 
@@ -121,13 +151,22 @@ def raw_many_floor(client: Any, runs: int, n: int) -> Row:
         client.delete(*keys)
 
 
+@dataclass
+class Plan:
+    """How much to measure: hit rounds x hits per round, get_many runs x iterations."""
+
+    rounds: int
+    hits: int
+    runs: int
+    iterations: int
+
+
 def hit_and_many_rows(
     name: str,
     raw_name: str,
     cache: ck.Cache,
     raw_get: Callable[[], Any],
-    runs: int,
-    n: int,
+    plan: Plan,
     profile: bool,
 ) -> list[Row]:
     """A decorator hit vs ``raw_get()`` + ``json.loads``, and get_many(100) vs 100 gets."""
@@ -146,14 +185,20 @@ def hit_and_many_rows(
 
     assert hit() == floor()
     if profile:
-        print_profile(f"{name} hit through @cache.cached", hit, n * 5)
+        print_profile(f"{name} hit through @cache.cached", hit, plan.iterations * 5)
+    label = f"{name}: @cache.cached hit vs {raw_name} + json.loads"
     return [
-        compare_hit(f"{name}: @cache.cached hit vs {raw_name} + json.loads", hit, floor, runs, n),
-        compare_many(f"{name}: get_many(100) vs 100 x get", cache, runs, max(5, n // 100)),
+        compare_hit(label, hit, floor, plan.rounds, plan.hits),
+        compare_many(
+            f"{name}: get_many(100) vs 100 x get",
+            cache,
+            plan.runs,
+            max(5, plan.iterations // 100),
+        ),
     ]
 
 
-def redis_rows(url: str, runs: int, n: int, profile: bool) -> list[Row]:
+def redis_rows(url: str, plan: Plan, profile: bool) -> list[Row]:
     """The Redis rows: decorator hit vs redis-py GET + json.loads, get_many vs gets."""
     import redis
 
@@ -163,16 +208,16 @@ def redis_rows(url: str, runs: int, n: int, profile: bool) -> list[Row]:
     try:
         client.set(raw_key, json.dumps(PAYLOAD).encode(), ex=300)
         rows = hit_and_many_rows(
-            "Redis", "redis-py GET", cache, lambda: client.get(raw_key), runs, n, profile
+            "Redis", "redis-py GET", cache, lambda: client.get(raw_key), plan, profile
         )
-        return [*rows, raw_many_floor(client, runs, max(5, n // 100))]
+        return [*rows, raw_many_floor(client, plan.runs, max(5, plan.iterations // 100))]
     finally:
         client.delete(raw_key)
         client.close()
         cache.close()
 
 
-def memcached_rows(url: str, runs: int, n: int, profile: bool) -> list[Row] | str:
+def memcached_rows(url: str, plan: Plan, profile: bool) -> list[Row] | str:
     """The Memcached rows, or the reason they cannot be measured."""
     try:
         backend = ck.backend_from_url(url)
@@ -188,7 +233,7 @@ def memcached_rows(url: str, runs: int, n: int, profile: bool) -> list[Row] | st
     try:
         client.set(raw_key, json.dumps(PAYLOAD).encode(), expire=300)
         return hit_and_many_rows(
-            "Memcached", "pymemcache get", cache, lambda: client.get(raw_key), runs, n, profile
+            "Memcached", "pymemcache get", cache, lambda: client.get(raw_key), plan, profile
         )
     except Exception as exc:
         return f"n/a (memcached backend failed: {type(exc).__name__}: {exc})"
@@ -218,17 +263,32 @@ def fmt_us(values: list[float]) -> str:
     return f"{med:8.1f} us [{min(values) * 1e6:.1f}-{max(values) * 1e6:.1f}]"
 
 
+def quartiles(values: list[float]) -> tuple[float, float]:
+    """The 25th and 75th percentiles (the middle half of the values)."""
+    if len(values) < 2:
+        return values[0], values[0]
+    q = statistics.quantiles(values, n=4)
+    return q[0], q[2]
+
+
 def print_table(rows: list[Row], notes: list[str]) -> None:
     """Print the results as a Markdown table."""
-    print("| comparison | cachekit (median [min-max]) | baseline (median [min-max]) | ratio |")
-    print("|---|---|---|---|")
+    print(
+        "| comparison | cachekit (median [min-max]) | baseline (median [min-max]) "
+        "| ratio: median, middle half (IQR), [min-max] | rounds |"
+    )
+    print("|---|---|---|---|---|")
     for r in rows:
         med = statistics.median(r.ratio)
-        spread = f"[{min(r.ratio):.2f}-{max(r.ratio):.2f}]"
+        q1, q3 = quartiles(r.ratio)
+        spread = f"IQR {q1:.2f}-{q3:.2f} [{min(r.ratio):.2f}-{max(r.ratio):.2f}]"
         word = "x time" if r.kind == "overhead" else "x faster"
-        print(f"| {r.label} | {fmt_us(r.ours)} | {fmt_us(r.base)} | {med:.2f}{word} {spread} |")
+        print(
+            f"| {r.label} | {fmt_us(r.ours)} | {fmt_us(r.base)} "
+            f"| {med:.2f}{word}, {spread} | {len(r.ratio)} |"
+        )
     for note in notes:
-        print(f"| {note} | | | |")
+        print(f"| {note} | | | | |")
 
 
 def plot(rows: list[Row], path: str) -> None:
@@ -257,23 +317,31 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--redis-url", default="redis://127.0.0.1:16379/0")
     parser.add_argument("--memcached-url", default="memcached://127.0.0.1:21211")
-    parser.add_argument("--runs", type=int, default=7, help="runs per figure (median reported)")
-    parser.add_argument("--iterations", type=int, default=2000, help="hits per run")
+    parser.add_argument("--rounds", type=int, default=41, help="hit rounds (median reported)")
+    parser.add_argument("--hits", type=int, default=200, help="hits per side per round")
+    parser.add_argument("--runs", type=int, default=7, help="get_many runs (median reported)")
+    parser.add_argument("--iterations", type=int, default=2000, help="sizes the get_many runs")
+    parser.add_argument("--only", choices=["redis", "memcached"], help="measure one backend")
     parser.add_argument("--profile", action="store_true", help="print a cProfile of each hit")
     parser.add_argument("--plot", metavar="PNG", help="save a chart of the ratios")
     args = parser.parse_args(argv)
+    plan = Plan(args.rounds, args.hits, args.runs, args.iterations)
 
     print(
         f"# cachekit {ck.__version__}, Python {platform.python_version()}, "
-        f"{platform.machine()}, {args.runs} runs x {args.iterations} hits\n"
+        f"{platform.machine()}, hits: {plan.rounds} rounds x {plan.hits} per side (ABBA); "
+        f"get_many: {plan.runs} runs\n"
     )
-    rows = redis_rows(args.redis_url, args.runs, args.iterations, args.profile)
+    rows: list[Row] = []
     notes: list[str] = []
-    mc = memcached_rows(args.memcached_url, args.runs, args.iterations, args.profile)
-    if isinstance(mc, str):
-        notes.append(f"Memcached: {mc}")
-    else:
-        rows += mc
+    if args.only in (None, "redis"):
+        rows += redis_rows(args.redis_url, plan, args.profile)
+    if args.only in (None, "memcached"):
+        mc = memcached_rows(args.memcached_url, plan, args.profile)
+        if isinstance(mc, str):
+            notes.append(f"Memcached: {mc}")
+        else:
+            rows += mc
     print_table(rows, notes)
     if args.plot:
         plot(rows, args.plot)

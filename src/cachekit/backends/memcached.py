@@ -122,51 +122,93 @@ class _Deadline(threading.local):
 
 
 _deadline: Final = _Deadline()
-#: How far past the deadline a read may block before its timeout is tightened;
-#: tightening costs a system call, and a hit should not pay one per read.
+
+
+class _Process:
+    """This process's id, kept by an at-fork hook so the hot path reads it without a system call."""
+
+    pid = 0  # set by hook()
+    hooked = False
+
+    @classmethod
+    def hook(cls) -> None:
+        """Start following forks (once per process)."""
+        if not cls.hooked:
+            cls.hooked = True
+            os.register_at_fork(after_in_child=cls.forked)
+            cls.pid = os.getpid()
+
+    @classmethod
+    def forked(cls) -> None:
+        """Runs in every child made by ``os.fork()`` (multiprocessing, gunicorn, ...)."""
+        cls.pid = os.getpid()
+
+
+#: How far a read's timeout may end from the deadline before it is reset to the
+#: time left: resetting costs a system call, and a hit should not pay one per read.
 _SLACK: Final = 0.002
 
 
 class _DeadlineMixin:
-    """Socket methods that bound each blocking call by the current command's deadline."""
+    """Socket methods that bound each blocking call by the current command's deadline.
 
-    def _budget(self) -> None:
-        at = _deadline.at
-        if at:
-            left = at - time.monotonic()
-            if left <= 0:
-                raise TimeoutError("memcached command deadline passed")
-            current = self.gettimeout()  # type: ignore[attr-defined]
-            # never block past the deadline (plus slack), never give up before it
-            if current is None or not left <= current <= left + _SLACK:
-                self.settimeout(left)  # type: ignore[attr-defined]
+    A read or write whose socket timeout would end within ``_SLACK`` of the
+    deadline goes ahead as it is (the hot path: no system call); otherwise the
+    timeout is set to the time left first.
+    """
+
+    _base_recv: Callable[..., bytes]
+    _base_sendall: Callable[..., None]
+    _base_connect: Callable[..., None]
+
+    def _tighten(self, at: float) -> None:
+        left = at - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("memcached command deadline passed")
+        self.settimeout(left)  # type: ignore[attr-defined]
 
     def connect(self, address: Any) -> None:
         at = _deadline.at
         if at:
-            left = at - time.monotonic()
-            if left <= 0:
-                raise TimeoutError("memcached command deadline passed")
             current = self.gettimeout()  # type: ignore[attr-defined]
-            if current is None or current > left:
-                self.settimeout(left)  # type: ignore[attr-defined]
-        super().connect(address)  # type: ignore[misc]
+            if current is None or current > at - time.monotonic():
+                self._tighten(at)
+        self._base_connect(self, address)
 
     def recv(self, bufsize: int, flags: int = 0) -> bytes:
-        self._budget()
-        return super().recv(bufsize, flags)  # type: ignore[misc,no-any-return]
+        at = _deadline.at
+        if at:
+            left = at - time.monotonic()
+            # block neither past the deadline nor give up before it, give or take the slack
+            current = self.gettimeout()  # type: ignore[attr-defined]
+            if current is None or not 0 < left - _SLACK <= current <= left + _SLACK:
+                self._tighten(at)
+        return self._base_recv(self, bufsize, flags)
 
     def sendall(self, data: Any, flags: int = 0) -> None:
-        self._budget()
-        super().sendall(data, flags)  # type: ignore[misc]
+        at = _deadline.at
+        if at:
+            left = at - time.monotonic()
+            current = self.gettimeout()  # type: ignore[attr-defined]
+            if current is None or not 0 < left - _SLACK <= current <= left + _SLACK:
+                self._tighten(at)
+        self._base_sendall(self, data, flags)
 
 
 class _DeadlineSocket(_DeadlineMixin, socket.socket):
     """A TCP (or unix) socket whose reads and writes end by the command's deadline."""
 
+    _base_recv = staticmethod(socket.socket.recv)
+    _base_sendall = staticmethod(socket.socket.sendall)
+    _base_connect = staticmethod(socket.socket.connect)
+
 
 class _DeadlineSSLSocket(_DeadlineMixin, ssl.SSLSocket):  # type: ignore[misc]
     """A TLS socket whose reads and writes end by the command's deadline."""
+
+    _base_recv = staticmethod(ssl.SSLSocket.recv)
+    _base_sendall = staticmethod(ssl.SSLSocket.sendall)
+    _base_connect = staticmethod(ssl.SSLSocket.connect)
 
 
 class _DeadlineTLS:
@@ -218,6 +260,16 @@ def memcached_expire(ttl: float | None, now: Callable[[], float] = time.time) ->
 
 def memcached_key(key: str) -> str:
     """Return the key memcached receives for ``key`` (printable ASCII, at most 250 bytes)."""
+    # the common case in C string methods: ASCII, printable and no space is
+    # exactly encode_key's "\x21-\x7e" (a hit should not pay for a regex)
+    if (
+        len(key) <= MAX_KEY_BYTES
+        and key.isascii()
+        and key.isprintable()
+        and " " not in key
+        and not key.startswith("~")
+    ):
+        return key
     return encode_key(key, max_length=MAX_KEY_BYTES, ascii_only=True)
 
 
@@ -460,6 +512,7 @@ class MemcachedBackend(Backend):
                 "tls_context": None if tls_context is None else _DeadlineTLS(tls_context),
                 "socket_module": _socket_module,  # deadline-bound sockets
             }
+        _Process.hook()
         self._attach(self._build() if self._owned else servers)
         self._fork_lock = threading.Lock()
 
@@ -498,15 +551,16 @@ class MemcachedBackend(Backend):
         # node name -> monotonic time until which it is skipped (pools only)
         self._down: dict[str, float] = {}
         self._down_lock = threading.Lock()
-        self._pid = os.getpid()
+        self._pid = _Process.pid
 
     def _after_fork(self) -> None:
         """In a forked child: leave the parent's connections to it and open our own."""
+        _Process.pid = os.getpid()  # also after a fork that ran no hooks
         with self._fork_lock:
-            if self._pid == os.getpid():
+            if self._pid == _Process.pid:
                 return  # another thread of this child got here first
             if not self._owned:  # not ours to rebuild; its owner reconnects it
-                self._pid = os.getpid()
+                self._pid = _Process.pid
                 return
             inherited = list(self._nodes.values())
             self._attach(self._build())
@@ -570,7 +624,7 @@ class MemcachedBackend(Backend):
     @contextmanager
     def _command(self) -> Iterator[None]:
         """Run one backend command under one deadline (an enclosing command's, if any)."""
-        if self._pid != os.getpid():
+        if self._pid != os.getpid():  # off the hot path: ask the system
             self._after_fork()
         deadline = _deadline
         outer = deadline.at
@@ -644,7 +698,7 @@ class MemcachedBackend(Backend):
     def get(self, key: str) -> Any:
         """Return the stored bytes, or ``MISSING``."""
         mkey = self._key(key)
-        if self._pid != os.getpid():
+        if self._pid != _Process.pid:
             self._after_fork()
         single = self._single
         if single is not None:  # the hot path, kept flat
