@@ -650,6 +650,19 @@ def test_bench_simulated_clock_runs_on_one_thread(capsys: pytest.CaptureFixture[
     assert "one thread: use --threads 1, or --real-clock" in capsys.readouterr().err
 
 
+def test_bench_policy_sim_hands_over_to_the_simulator(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    argv = ["bench", "--policy-sim", "synthetic:loop", "--capacity", "100", "--limit", "3000",
+            "--policy", "lru", "optimal"]  # fmt: skip
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("trace") and "capacity" in out and "optimal" in out
+    assert "synthetic:loop       100       3000" in out
+    assert cli.main(["bench", "--policy-sim"]) == 2
+    assert "--policy-sim needs at least one TRACE" in capsys.readouterr().err
+
+
 def test_bench_rejects_a_bad_trace_with_the_line(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:

@@ -92,6 +92,15 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--plot", metavar="PNG", default=None, help="write a plot (matplotlib)")
     parser.add_argument(
+        "--policy-sim",
+        nargs=argparse.REMAINDER,
+        default=None,
+        metavar="TRACE",
+        help="instead of the bench: replay key traces (files or synthetic:zipf|loop|scan|"
+        "recency) against eviction policies and print hit ratios; everything after it goes to "
+        "the simulator (--capacity N ..., --policy ..., --limit N, --plot PNG)",
+    )
+    parser.add_argument(
         "--max-stale",
         type=_fraction,
         default=0.01,
@@ -137,6 +146,8 @@ def run_bench_command(
     ``wrap_backend`` (a ``cachekit.bench.BackendWrapper``) wraps every cached
     run's backend, e.g. to add latency.
     """
+    if args.policy_sim is not None:
+        return _policy_sim(args.policy_sim, err)
     from . import bench_report
     from .bench import TraceError, progress_total, read_trace, run_bench
 
@@ -216,6 +227,19 @@ def run_bench_command(
         for cache in caches:
             cache.close()
     return 0
+
+
+def _policy_sim(argv: list[str], err: TextIO) -> int:
+    """``cachekit bench --policy-sim ...``: hand the rest of the command line to the simulator."""
+    if not argv:
+        err.write("cachekit bench: error: --policy-sim needs at least one TRACE\n")
+        return 2
+    try:
+        from .policy_sim import main as policy_sim_main
+    except ImportError as exc:
+        err.write(f"cachekit bench: error: --policy-sim is not available here: {exc}\n")
+        return 1
+    return policy_sim_main(argv)
 
 
 def _text(
