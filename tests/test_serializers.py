@@ -427,7 +427,7 @@ def test_json_depth_check_agrees_with_a_walk() -> None:
 
     def make(d: int) -> Any:
         if d == 0 or rng.random() < 0.2:
-            return rng.choice([1, "a[", "]]", 'x"{\\', "é{", None])
+            return rng.choice([1, "a[", "]]", 'x"{\\', "é{", None, '\\"[', "\ud800]"])
         if rng.random() < 0.5:
             return [make(d - 1) for _ in range(rng.randint(0, 3))]
         return {f"{i}[": make(d - 1) for i in range(rng.randint(0, 3))}
@@ -443,7 +443,8 @@ def test_json_depth_check_agrees_with_a_walk() -> None:
         value = make(rng.randint(0, 14))
         text = json.dumps(value, ensure_ascii=rng.random() < 0.5)
         for limit in (1, 2, 3, 5, 8, 9, 12):
-            assert _too_deep(text, limit) == (depth(value) > limit), (text, limit)
+            data = text.encode("utf-8", "surrogatepass")
+            assert _too_deep(data, limit) == (depth(value) > limit), (text, limit)
 
 
 @pytest.mark.parametrize("bad", [0, -1, "10", 1.5])

@@ -127,29 +127,39 @@ _json_scan: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once
 
 
 # A JSON string (escapes included), so brackets inside strings are not counted.
-_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
-# Outside its strings, valid JSON holds only these ASCII characters besides brackets;
-# dropping them leaves the bracket skeleton, with both kinds written as [ ].
-_SKELETON: dict[int, str | None] = {c: None for c in range(128) if chr(c) not in "[]{}"}
-_SKELETON.update({ord("{"): "[", ord("}"): "]"})
-_STEP = {"[": 1, "]": -1}
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+# Everything but brackets and quotes is dropped; both kinds of bracket become [ ].
+_DROP = bytes(c for c in range(256) if c not in b'[]{}"')
+_DROP_ALL = bytes(c for c in range(256) if c not in b"[]{}")
+_SQUARE = bytes.maketrans(b"{}", b"[]")
+_PASSES = 8
 
 
-def _too_deep(text: str, limit: int) -> bool:
-    """Whether the arrays and objects of JSON ``text`` nest deeper than ``limit``."""
-    if text.count("[") + text.count("{") <= limit:
-        return False  # the common case, at the speed of two C loops
-    # strings out: split on quotes when nothing is escaped, else a regex
-    outside = _JSON_STRING.sub("", text) if "\\" in text else "".join(text.split('"')[::2])
-    skeleton = outside.translate(_SKELETON)
+def _too_deep(data: bytes, limit: int) -> bool:
+    """Whether the arrays and objects of the JSON in ``data`` nest deeper than ``limit``."""
+    if len(data) <= 2 * limit:
+        return False  # nesting deeper than limit takes more brackets than that
+    if b"\\" in data:  # escapes out first: an escaped quote does not end a string
+        data = data.replace(b"\\\\", b"").replace(b'\\"', b"")
+    skeleton = data.translate(_SQUARE, _DROP)  # brackets and quotes, at C speed
+    if skeleton.count(b"[") <= limit:
+        return False  # the usual case
+    quotes = skeleton.count(b'"')
+    # Strings with no bracket inside are "" here; if every quote pairs up that way,
+    # dropping the quotes leaves the structure. Else strip the strings exactly.
+    if quotes and skeleton.count(b'""') * 2 == quotes:
+        skeleton = skeleton.translate(None, b'"')
+    elif quotes:
+        skeleton = _JSON_STRING.sub(b"", data).translate(_SQUARE, _DROP_ALL)
     # each pass drops exactly the innermost pairs: shallow values (the usual lists of
     # rows) are done in a few passes at C speed; deeper ones get one exact walk
-    for _ in range(min(limit, 8)):
+    passes = min(limit, _PASSES)
+    for _ in range(passes):
         if not skeleton:
             return False
-        skeleton = skeleton.replace("[]", "")
-    depth = max(itertools.accumulate(map(_STEP.get, skeleton, itertools.repeat(0))), default=0)
-    return depth + min(limit, 8) > limit
+        skeleton = skeleton.replace(b"[]", b"")
+    steps = (1 if c == 91 else -1 for c in skeleton)  # 91 is "["
+    return max(itertools.accumulate(steps), default=0) + passes > limit
 
 
 def _scan_exact(text: str) -> Any:
@@ -283,9 +293,9 @@ class JsonSerializer:
             text = json.dumps(native, ensure_ascii=self._ensure_ascii, separators=(",", ":"))
         except (ValueError, TypeError) as exc:  # circular references
             raise SerializationError(f"JSON serializer cannot encode value: {exc}") from exc
-        if _too_deep(text, self.max_depth):
-            raise SerializationError(f"value nests deeper than max_depth={self.max_depth}")
         data = (b"J" if tagged else b"j") + text.encode("utf-8", "surrogatepass")
+        if _too_deep(data, self.max_depth):
+            raise SerializationError(f"value nests deeper than max_depth={self.max_depth}")
         limit = self.max_value_bytes
         if limit is not None and len(data) > limit:
             raise ValueTooLargeError(len(data), limit)
@@ -303,11 +313,10 @@ class JsonSerializer:
                 f"payload is not cachekit JSON (format byte {head!r}); refusing to decode it"
             )
         try:
-            # decoding to str first skips json.loads' byte-encoding detection (~25 % of a hit)
-            text = data[1:].decode("utf-8", "surrogatepass")
-            if _too_deep(text, self.max_depth):
+            if _too_deep(data, self.max_depth):
                 raise SerializationError(f"JSON payload nests deeper than {self.max_depth}")
-            value = _scan_exact(text)
+            # decoding to str first skips json.loads' byte-encoding detection (~25 % of a hit)
+            value = _scan_exact(data[1:].decode("utf-8", "surrogatepass"))
             return value if head == b"j" else _untag(value)
         except SerializationError:
             raise
