@@ -207,7 +207,7 @@ def test_repr_and_errors_never_show_a_key() -> None:
 
 def test_missing_cryptography_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "cryptography.hazmat.primitives.ciphers.aead", None)
-    with pytest.raises(ck.ConfigurationError, match=r"pip install 'cachekit\[encryption\]'"):
+    with pytest.raises(ck.ConfigurationError, match=r"pip install 'cachekit-py\[encryption\]'"):
         enc()
 
 

@@ -18,7 +18,7 @@ keep the old ones until their entries have expired). Anything that does not
 decrypt raises ``SerializationError``, which a ``Cache`` counts as a decode
 error and treats as a miss.
 
-Needs the ``cryptography`` package: ``pip install 'cachekit[encryption]'``.
+Needs the ``cryptography`` package: ``pip install 'cachekit-py[encryption]'``.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ _HEADER = 1 + KEY_ID_LENGTH + _NONCE
 _PLAIN, _ZLIB = b"e", b"z"
 _AAD_PREFIX = b"cachekit-aes256gcm-v1"
 _HEX = frozenset("0123456789abcdefABCDEF")
-_INSTALL = "pip install 'cachekit[encryption]'"
+_INSTALL = "pip install 'cachekit-py[encryption]'"
 
 
 def key_id(key: bytes) -> bytes:
