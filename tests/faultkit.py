@@ -373,3 +373,70 @@ class CutProxy(TcpProxy):
                 t = threading.Thread(target=self._pipe, args=(a, b), daemon=True)
                 t.start()
                 self._threads.append(t)
+
+
+class ReplyServer:
+    """Answers every request it reads with the same bytes (then closes, if ``close``).
+
+    For replies a healthy server rarely sends: ``SERVER_ERROR ...``, garbage, a
+    reply cut short.
+    """
+
+    def __init__(self, reply: bytes, close: bool = False) -> None:
+        self.reply = reply
+        self.close = close
+        self._sock = socket.socket()
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(128)
+        self.port = int(self._sock.getsockname()[1])
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._conns: list[socket.socket] = []
+
+    def _serve(self, conn: socket.socket) -> None:
+        conn.settimeout(0.1)
+        while not self._stop.is_set():
+            try:
+                data = conn.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                break
+            if not data:
+                break
+            try:
+                conn.sendall(self.reply)
+            except OSError:
+                break
+            if self.close:
+                break
+        with contextlib.suppress(OSError):
+            conn.close()
+
+    def _accept(self) -> None:
+        self._sock.settimeout(0.1)
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                continue
+            self._conns.append(conn)
+            t = threading.Thread(target=self._serve, args=(conn,), daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def __enter__(self) -> ReplyServer:
+        t = threading.Thread(target=self._accept, daemon=True)
+        t.start()
+        self._threads.append(t)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._sock.close()
+        for t in self._threads:
+            t.join(timeout=2)
+        for c in self._conns:
+            with contextlib.suppress(OSError):
+                c.close()

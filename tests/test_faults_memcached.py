@@ -19,7 +19,14 @@ from cachekit.backends.memcached import (
     ServerValueTooLargeError,
     memcached_key,
 )
-from tests.faultkit import MemcachedProcess, ServerProcess, StallServer, TrickleProxy, closed_port
+from tests.faultkit import (
+    MemcachedProcess,
+    ReplyServer,
+    ServerProcess,
+    StallServer,
+    TrickleProxy,
+    closed_port,
+)
 
 pytestmark = pytest.mark.memcached
 
@@ -323,6 +330,43 @@ def test_a_refusing_node_is_not_marked_down(
         assert backend.get_many(on_small[:2]) == {on_small[1]: b"fine"}
     finally:
         backend.close()
+
+
+@pytest.mark.parametrize(
+    ("reply", "close", "error"),
+    [
+        (b"SERVER_ERROR busy\r\n", False, ck.BackendRejectedError),
+        (b"CLIENT_ERROR bad command line format\r\n", False, ck.BackendRejectedError),
+        (b"ERROR\r\n", False, ck.BackendUnavailableError),
+        (b"HELLO\r\n", False, ck.BackendUnavailableError),
+        (b"VALUE k 0 x\r\n", False, ck.BackendUnavailableError),
+        (b"VALUE k 0 5\r\nab", True, ck.BackendUnavailableError),  # cut short
+        (b"VALUE k 0 2\r\nab\r\nEND\r\nEND\r\n", False, ck.BackendUnavailableError),
+    ],
+)
+def test_odd_replies_to_a_get_are_typed_and_drop_the_connection(
+    reply: bytes, close: bool, error: type[Exception]
+) -> None:
+    with ReplyServer(reply, close=close) as server:
+        backend = MemcachedBackend([("127.0.0.1", server.port)])
+        try:
+            with pytest.raises(error) as info:
+                backend.get("k")
+            assert isinstance(info.value.__cause__, Exception)
+            assert not backend._single._idle  # never reused for the next command
+        finally:
+            backend.close()
+
+
+def test_a_good_reply_is_read_whole() -> None:
+    with ReplyServer(b"VALUE k 0 5\r\na\r\nb!\r\nEND\r\n") as server:
+        backend = MemcachedBackend([("127.0.0.1", server.port)])
+        try:
+            assert backend.get("k") == b"a\r\nb!"  # a value may hold the line ending
+            assert backend.get("k") == b"a\r\nb!"  # and the connection is reused
+            assert len(backend._single._idle) == 1
+        finally:
+            backend.close()
 
 
 def test_client_error_answers_are_rejected() -> None:
