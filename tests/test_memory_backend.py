@@ -8,8 +8,15 @@ import threading
 import pytest
 
 import cachekit as ck
-from cachekit.backends.base import MISSING, SupportsCompareAndSet, SupportsEvictionCounts
+from cachekit.backends.base import (
+    MISSING,
+    SupportsCompareAndSet,
+    SupportsDropPrefix,
+    SupportsEvictionCounts,
+)
 from tests.conftest import FakeClock
+
+POLICIES = ("lru", "tinylfu")
 
 
 def make(clock: FakeClock, maxsize: int = 100, **opts: object) -> ck.MemoryBackend:
@@ -271,20 +278,60 @@ def test_from_url() -> None:
 
 @pytest.mark.parametrize(
     "url",
-    ["memory://?maxsize=abc", "memory://?maxsize=0", "memory://?bogus=1", "memory://?maxsize=-1"],
+    [
+        "memory://?maxsize=abc",
+        "memory://?maxsize=0",
+        "memory://?bogus=1",
+        "memory://?maxsize=-1",
+        "memory://?maxsize=",
+        "memory://?maxsize=1.5",
+        "memory://?read_buffer=-1",
+        "memory://?read_buffer=0",
+        "memory://?max_value_size=-1",
+        "memory://?policy=lfu",
+        "memory://?policy=",
+    ],
 )
 def test_bad_url_options_raise_configuration_error(url: str) -> None:
-    with pytest.raises(ck.ConfigurationError):
+    with pytest.raises(ck.ConfigurationError, match=r"memory|MemoryBackend"):
         ck.backend_from_url(url)
 
 
-def test_bad_constructor_options() -> None:
-    with pytest.raises(ck.ConfigurationError):
-        ck.MemoryBackend(0)
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"maxsize": 0},
+        {"maxsize": None},
+        {"maxsize": "10"},
+        {"maxsize": 10.0},
+        {"maxsize": True},
+        {"maxsize": 10, "read_buffer": -1},
+        {"maxsize": 10, "read_buffer": "4"},
+        {"maxsize": 10, "max_value_size": -1},
+        {"maxsize": 10, "timer": 5},
+        {"maxsize": 10, "policy": "arc"},
+        {"maxsize": 10, "policy": None},
+    ],
+)
+def test_bad_constructor_options_raise_configuration_error(options: dict[str, object]) -> None:
+    with pytest.raises(ck.ConfigurationError, match="MemoryBackend"):
+        ck.MemoryBackend(**options)  # type: ignore[arg-type]
+
+
+def test_bad_from_url_keywords_and_schemes() -> None:
+    with pytest.raises(ck.ConfigurationError, match="bogus"):
+        ck.MemoryBackend.from_url("memory://", bogus=1)
     with pytest.raises(ck.ConfigurationError):
         ck.backend_from_url("nosuchscheme://x")
     with pytest.raises(ck.ConfigurationError):
         ck.backend_from_url("no-scheme-here")
+
+
+def test_policy_option() -> None:
+    assert ck.MemoryBackend(5).policy == "lru"
+    assert ck.backend_from_url("memory://?policy=tinylfu").policy == "tinylfu"  # type: ignore[attr-defined]
+    assert ck.MemoryBackend(5, policy="TinyLFU").policy == "tinylfu"
+    assert ck.backend_from_url("memory://", policy="lru").policy == "lru"  # type: ignore[attr-defined]
 
 
 class RegisteredBackend(ck.MemoryBackend):
@@ -308,3 +355,124 @@ def test_register_backend() -> None:
     ck.register_backend("mine-test4", "no_such_module_xyz:Backend")
     with pytest.raises(ck.ConfigurationError):
         ck.backend_from_url("mine-test4://")
+
+
+# -- both policies: exact counts, TTL, compare-and-set, drop_prefix, a bounded heap
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_every_entry_is_accounted_for_exactly(clock: FakeClock, policy: str) -> None:
+    """stored = held + evicted for capacity + expired + deleted + dropped, under random churn."""
+    b = make(clock, maxsize=50, policy=policy)
+    rng = random.Random(7)
+    stored = deleted = dropped = 0
+    for step in range(20_000):
+        key = f"{rng.choice('ab')}:{rng.randrange(200)}"
+        op = rng.random()
+        if op < 0.55:
+            if b.get(key) is MISSING:  # a miss, as cache-aside would see it
+                stored += 1
+            b.set(key, step, rng.choice([None, 1, 5, 50]))
+        elif op < 0.85:
+            b.get(key)
+        elif op < 0.95:
+            deleted += b.delete(key)
+        elif op < 0.999:
+            clock.advance(rng.random())
+        else:
+            dropped += b.drop_prefix(rng.choice("ab") + ":")
+        assert len(b) <= 50
+    capacity, expired = b.eviction_counts()
+    assert capacity > 1000 and expired > 1000 and dropped > 0
+    assert stored == len(b) + capacity + expired + deleted + dropped
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_ttl_and_compare_and_set_under_each_policy(clock: FakeClock, policy: str) -> None:
+    b = make(clock, maxsize=10, policy=policy)
+    b.set("k", b"v1", 5)
+    b.set("forever", 1, None)
+    assert b.compare_and_set("k", b"v1", b"v2", 5) is True
+    assert b.compare_and_set("k", b"v1", b"v3", 5) is False
+    clock.advance(5)
+    assert b.get("k") is MISSING
+    assert b.compare_and_set("k", b"v2", b"v3", 5) is False
+    assert b.get("forever") == 1
+    assert b.eviction_counts() == (0, 1)
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_a_new_entry_is_readable_at_once_even_at_capacity(clock: FakeClock, policy: str) -> None:
+    for maxsize in (1, 2, 3, 10):
+        b = make(clock, maxsize=maxsize, policy=policy)
+        for i in range(100):
+            b.set(f"k{i}", i, None)
+            assert b.get(f"k{i}") == i
+            assert len(b) == min(i + 1, maxsize)
+        assert b.eviction_counts() == (100 - maxsize, 0)
+
+
+def test_tinylfu_keeps_a_hot_set_through_a_scan_that_flushes_lru(clock: FakeClock) -> None:
+    hot = [f"hot{i}" for i in range(50)]
+    survivors = {}
+    for policy in POLICIES:
+        b = make(clock, maxsize=100, policy=policy)
+        for _ in range(5):
+            for key in hot:
+                if b.get(key) is MISSING:
+                    b.set(key, 1, None)
+        for i in range(1000):  # a one-off scan, twice the capacity... ten times
+            if b.get(f"scan{i}") is MISSING:
+                b.set(f"scan{i}", 1, None)
+        survivors[policy] = sum(b.get(key) is not MISSING for key in hot)
+    assert survivors == {"lru": 0, "tinylfu": 50}
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_drop_prefix(clock: FakeClock, policy: str) -> None:
+    b = make(clock, maxsize=100, policy=policy)
+    assert isinstance(b, SupportsDropPrefix)
+    for i in range(30):
+        b.set(f"old:{i}", i, 10 if i % 2 else None)
+        b.set(f"keep:{i}", i, 10 if i % 2 else None)
+    b.set("old:expired", 1, 1)
+    b.set("older", 1, None)  # starts with "old" but not with "old:"
+    b.get("old:3")  # a buffered read of a key about to be dropped
+    clock.advance(2)
+    assert b.drop_prefix("old:") == 30
+    assert b.eviction_counts() == (0, 1)  # only old:expired, which had expired: not a drop
+    assert b.get_many([f"old:{i}" for i in range(30)]) == {}
+    assert b.get_many([f"keep:{i}" for i in range(30)]) == {f"keep:{i}": i for i in range(30)}
+    assert b.get("older") == 1
+    assert len(b) == 31
+    assert b.drop_prefix("old:") == 0
+    # the dropped keys left the policy too: the freed room takes 69 new keys without an eviction
+    for i in range(69):
+        b.set(f"new:{i}", i, None)
+    assert b.eviction_counts() == (0, 1)
+    b.set("one-more", 1, None)
+    assert b.eviction_counts() == (1, 1)
+    # and the heap: no item left for a dropped key
+    assert all(not key.startswith("old:") for _, key in b._store.heap)
+    clock.advance(100)
+    assert b.eviction_counts()[1] == 1 + 15  # the keep:* entries with a TTL, counted once
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_the_expiry_heap_stays_within_twice_the_entries_under_churn(
+    clock: FakeClock, policy: str
+) -> None:
+    """Keys that left (evicted, overwritten, deleted) never pile up in the heap."""
+    maxsize = 1000
+    b = make(clock, maxsize=maxsize, policy=policy)
+    rng = random.Random(3)
+    for i in range(3 * maxsize):  # fill, then churn three times the capacity
+        b.set(f"k{i}", i, 300)
+        if i % 3 == 0:
+            b.set(f"k{rng.randrange(i + 1)}", i, rng.choice([60, 300, 900]))  # overwrite
+        if i % 7 == 0:
+            b.delete(f"k{rng.randrange(i + 1)}")
+        if i % 100 == 0:
+            clock.advance(1)
+        assert len(b._store.heap) <= 2 * len(b._store.data) + 16
+    assert len(b) <= maxsize

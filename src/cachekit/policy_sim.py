@@ -256,14 +256,14 @@ def plot(results: Sequence[SimResult], policies: Sequence[str], path: str) -> No
         raise ConfigurationError("--plot needs matplotlib: pip install 'cachekit[plot]'") from exc
     traces = list(dict.fromkeys(r.trace for r in results))
     fig, axes = plt.subplots(1, len(traces), figsize=(4.5 * len(traces), 3.6), squeeze=False)
-    for ax, trace in zip(axes[0], traces):
+    for ax, trace in zip(axes[0], traces, strict=True):
         for policy in policies:
             points = sorted(
                 (r.capacity, r.hit_ratio * 100)
                 for r in results
                 if r.trace == trace and r.policy == policy
             )
-            ax.plot(*zip(*points), marker="o", label=policy)
+            ax.plot([c for c, _ in points], [h for _, h in points], marker="o", label=policy)
         ax.set_xscale("log")
         ax.set_title(trace)
         ax.set_xlabel("capacity (entries)")

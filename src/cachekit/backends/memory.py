@@ -70,7 +70,7 @@ class _Store:
         expires = entry[1]
         if expires != math.inf and (old is None or old[1] != expires):
             heapq.heappush(self.heap, (expires, key))
-        self._tidy()
+        self.tidy()
 
     def remove(self, key: str) -> Entry | None:
         """Remove ``key`` (counted by the caller if at all); return its entry."""
@@ -96,7 +96,7 @@ class _Store:
                 policy.remove(key)
                 self.expirations += 1
 
-    def _tidy(self) -> None:
+    def tidy(self) -> None:
         """Drop stale items from the heap's top; rebuild it if stale items outnumber live ones."""
         heap, data = self.heap, self.data
         while heap:
@@ -236,6 +236,7 @@ class MemoryBackend(Backend):
         entry = self._store.remove(key)
         if entry is None:
             return False
+        self._store.tidy()
         if not self._timer() < entry[1]:  # expired but not yet swept: it left by expiry
             self._store.expirations += 1
             return False
@@ -298,9 +299,12 @@ class MemoryBackend(Backend):
             store = self._store
             store.expire()  # what has already expired is counted as such, not dropped
             keys = [key for key in store.data if key.startswith(prefix)]
-            for key in keys:
-                store.remove(key)
-            store._tidy()
+            if keys:
+                for key in keys:
+                    store.remove(key)
+                # their heap items go now too (a cleared namespace frees all its memory)
+                store.heap = [item for item in store.heap if not item[1].startswith(prefix)]
+                heapq.heapify(store.heap)
             return len(keys)
 
     def eviction_counts(self) -> tuple[int, int]:
