@@ -369,6 +369,21 @@ def test_a_good_reply_is_read_whole() -> None:
             backend.close()
 
 
+def test_a_full_server_never_opens_the_breaker(small_server: MemcachedProcess) -> None:
+    cache = _cache(small_server.port, breaker=ck.CircuitBreaker(3, reset_timeout=30))
+    try:
+        cache.set("kept", "small")
+        for i in range(60):  # far past full: each refusal is counted, none is an outage
+            cache.set(f"big-{i}", "x" * 100_000)
+        stats = cache.stats()
+        assert stats.errors >= 3
+        assert not stats.circuit_open and not cache.breaker.is_open
+        assert cache.get("kept") == "small"  # still read from the server
+        assert cache.stats().hits == stats.hits + 1
+    finally:
+        cache.close()
+
+
 def test_client_error_answers_are_rejected() -> None:
     backend = MemcachedBackend([("127.0.0.1", 1)])
     error = backend._failure("127.0.0.1:1", "set", MemcacheClientError(b"bad command line format"))
