@@ -1,18 +1,23 @@
 """FAILOVER tests: a Cache over Redis Sentinel and over Redis Cluster while a master is SIGKILLed.
 
-Each test starts its own servers on free loopback ports (a master, a replica
+Every test starts its own servers on free loopback ports (a master, replicas
 and three Sentinels; or a six-node cluster), never the shared test servers.
-The two failover tests take about 10-15 s each; run only them with
-``pytest tests/test_failover.py``.
+The whole module takes about 30 s; ``pytest tests/test_failover.py -k killed -s``
+runs the two failover tests alone and prints their timings.
 
-What they show, with 8 threads calling ``get_or_load`` against a versioned
-"database" while one thread writes through the cache:
+What the failover tests show, with 8 threads calling ``get_or_load`` against a
+versioned "database" while one thread writes through the cache:
 
 - while the master is gone every call falls open (nothing is raised to a
   caller) and each call returns within a bounded time;
 - the circuit breaker closes again on the promoted replica within seconds;
 - no call ever returns a value older than the last write that had completed
   before the call started.
+
+Two more pin the limit of asynchronous replication (a write the old master
+acknowledged but never replicated comes back as the older value, until its
+TTL) and what ``wait_replicas`` does about it. The rest test the
+``redis+sentinel://`` backend itself: URLs, passwords, deadlines, errors.
 """
 
 from __future__ import annotations
