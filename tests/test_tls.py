@@ -14,7 +14,7 @@ import shutil
 import ssl
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -28,6 +28,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 import cachekit as ck
 from cachekit.backends.memcached import MemcachedBackend
 from cachekit.backends.redis import RedisBackend
+from cachekit.encryption import EncryptedSerializer
 from tests.faultkit import free_port, wait_for_port
 
 NOW = datetime.datetime.now(datetime.timezone.utc)
@@ -100,7 +101,7 @@ class CA:
         )
         self.issued = _write(directory, name, self.cert, self.key)
 
-    def issue(self, stem: str, *, server: bool, names: list[str] = ()) -> Issued:  # type: ignore[assignment]
+    def issue(self, stem: str, *, server: bool, names: Sequence[str] = ()) -> Issued:
         key = ec.generate_private_key(ec.SECP256R1())
         sans: list[x509.GeneralName] = []
         for name in names:
@@ -418,3 +419,80 @@ def test_memcached_tls_refuses(
             assert any(isinstance(e, ssl.SSLCertVerificationError) for e in _chain(info.value))
     finally:
         backend.close()
+
+
+# ---------------------------------------------------------------- the production setup
+
+#: The ACL rules docs/security.md recommends for an application's Redis user.
+APP_RULES = ["resetchannels", "-@all", "+get", "+set", "+mget", "+del", "+exists", "+evalsha",
+             "+script|load", "+ping"]  # fmt: skip
+
+
+def test_redis_acl_user_over_tls_limited_to_its_namespace(
+    redis_tls: TLSServer, pki: PKI, namespace: str
+) -> None:
+    import redis
+
+    admin = redis.Redis(
+        host="127.0.0.1",
+        port=redis_tls.port,
+        ssl=True,
+        ssl_ca_certs=str(pki.ca),
+        ssl_certfile=str(pki.client.cert),
+        ssl_keyfile=str(pki.client.key),
+    )
+    prefix = f"ck:{len(namespace)}:{namespace}:"
+    admin.execute_command(
+        "ACL", "SETUSER", "app", "reset", "on", ">app-secret-7Hq2", f"~{prefix}*", *APP_RULES
+    )
+    base = _rediss(redis_tls.port, pki, ca=pki.ca, client=pki.client)
+    url = base.replace("rediss://", "rediss://app:app-secret-7Hq2@")
+    secret = EncryptedSerializer.generate_key()
+    serializer = EncryptedSerializer(ck.JsonSerializer(), keys=[secret])
+    cache = ck.Cache.from_url(url, namespace=namespace, ttl=60, serializer=serializer)
+    other = ck.Cache.from_url(url, namespace=namespace + "-other", ttl=60, serializer=serializer)
+    try:
+        # every operation of the cache works with only these commands and keys
+        cache.set("a", {"n": 1})
+        cache.set_many({"b": 2, "c": 3})
+        assert cache.get("a") == {"n": 1}
+        assert cache.get_many(["a", "b", "x"]) == {"a": {"n": 1}, "b": 2}
+        assert cache.get_or_load("d", lambda: 4) == 4  # lease + compare-and-set (Lua)
+        assert cache.delete("a") is True
+        assert "b" in cache
+        for key in "bcd":  # the values at rest are ciphertext
+            assert admin.get(cache.full_key(key))[:1] == b"e"
+
+        @cache.writes(key="user:{user_id}")
+        def save(user_id: int) -> dict[str, int]:
+            return {"id": user_id}
+
+        save(7)
+        cache.clear()
+        assert cache.get("b") is None
+        assert cache.stats().errors == 0, cache.stats().errors_by_operation
+        # another namespace on the same server is out of this user's reach
+        other.set("k", 1)
+        assert other.get("k") is None
+        assert other.stats().errors >= 1
+        # and so are the dangerous commands
+        app = redis.Redis.from_url(
+            url.split("?")[0] + "?ssl_cert_reqs=required", **_tls_kwargs(pki)
+        )
+        for command in (("FLUSHALL",), ("KEYS", "*"), ("CONFIG", "GET", "*"), ("GET", "other")):
+            with pytest.raises(redis.exceptions.NoPermissionError):
+                app.execute_command(*command)
+        app.close()
+    finally:
+        admin.execute_command("ACL", "DELUSER", "app")
+        admin.close()
+        cache.close()
+        other.close()
+
+
+def _tls_kwargs(pki: PKI) -> dict[str, str]:
+    return {
+        "ssl_ca_certs": str(pki.ca),
+        "ssl_certfile": str(pki.client.cert),
+        "ssl_keyfile": str(pki.client.key),
+    }
