@@ -416,3 +416,17 @@ def test_cache_from_url_with_an_encrypted_serializer(redis_url: str, namespace: 
     finally:
         cache.clear()
         cache.close()
+
+
+def test_an_inner_decode_error_never_quotes_the_decrypted_value() -> None:
+    s = enc()
+    # authenticates, but the inner JSON fails, quoting its input in its own message
+    data = _forge(s, "k", b"e", b'J{"__ck__":"dt","v":"SECRET-4242"}')
+    with pytest.raises(ck.SerializationError) as info:
+        s.loads_for("k", data)
+    assert "SECRET-4242" not in str(info.value)
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+    assert "ValueError" in str(info.value) or "SerializationError" in str(info.value)
+    with pytest.raises(ck.SerializationError) as plain:
+        JsonSerializer().loads(b'J{"__ck__":"dt","v":"SECRET-4242"}')
+    assert "SECRET-4242" in str(plain.value)  # the control: the inner message does quote it

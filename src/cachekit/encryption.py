@@ -238,9 +238,17 @@ class EncryptedSerializer:
             ) from exc
         if head == _ZLIB:
             plain = self._inflate(plain)
-        if key is not None and self._keyed is not None:
-            return self._keyed.loads_for(key, plain)
-        return self.inner.loads(plain)
+        try:
+            if key is not None and self._keyed is not None:
+                return self._keyed.loads_for(key, plain)
+            return self.inner.loads(plain)
+        except Exception as exc:
+            # Not chained: the inner error's text may quote the decrypted value,
+            # and this message ends up in logs. The kind of error is enough.
+            raise SerializationError(
+                f"decrypted value (key id {kid.hex()}) does not decode with "
+                f"{type(self.inner).__name__}: {type(exc).__name__}"
+            ) from None
 
     def _inflate(self, packed: bytes) -> bytes:
         cap = len(packed) * self.max_ratio
