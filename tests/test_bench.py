@@ -688,7 +688,7 @@ def test_bench_plot_without_matplotlib_is_a_clear_error(
 ) -> None:
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     assert cli.main([*TINY, "--plot", str(tmp_path / "x.png")]) == 1
-    assert "pip install 'cachekit[plot]'" in capsys.readouterr().err
+    assert "pip install 'cachekit-py[plot]'" in capsys.readouterr().err
 
 
 @pytest.mark.redis

@@ -154,7 +154,7 @@ def test_metrics_port_without_the_metrics_module_is_a_clear_error(
     assert cli.main([*TINY, "--metrics-port", str(_free_port())]) == 1
     err = capsys.readouterr().err
     assert "--metrics-port needs cachekit.metrics" in err
-    assert "pip install 'cachekit[prometheus]'" in err
+    assert "pip install 'cachekit-py[prometheus]'" in err
 
 
 class _Tty(io.StringIO):

@@ -163,7 +163,7 @@ def run_bench_command(
             import matplotlib  # noqa: F401
         except ImportError:
             err.write(
-                "cachekit bench: error: --plot needs matplotlib: pip install 'cachekit[plot]'\n"
+                "cachekit bench: error: --plot needs matplotlib: pip install 'cachekit-py[plot]'\n"
             )
             return 1
     try:

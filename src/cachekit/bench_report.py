@@ -475,7 +475,7 @@ def plot(rows: Sequence[BenchRow], path: str, title: str, max_stale: float) -> N
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError as exc:
-        raise ImportError("--plot needs matplotlib: pip install 'cachekit[plot]'") from exc
+        raise ImportError("--plot needs matplotlib: pip install 'cachekit-py[plot]'") from exc
     cached = [r for r in rows if r.cached]
     base = next((r for r in rows if not r.cached), None)
     verdicts = {id(v.row): v for v in assess(rows, max_stale)}

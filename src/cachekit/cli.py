@@ -257,7 +257,7 @@ class _Metrics:
         except (ImportError, CacheError) as exc:
             raise CacheError(
                 f"--metrics-port needs cachekit.metrics and prometheus-client ({exc}); "
-                "install them with: pip install 'cachekit[prometheus]'"
+                "install them with: pip install 'cachekit-py[prometheus]'"
             ) from exc
         self._metrics = metrics
         self._server, _ = metrics.serve_metrics(port)

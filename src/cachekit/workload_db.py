@@ -1,6 +1,6 @@
 """The workload's database: a seeded ``users`` table behind SQLAlchemy Core, with query counts.
 
-Needs SQLAlchemy (``pip install 'cachekit[sqlalchemy]'``); ``import cachekit``
+Needs SQLAlchemy (``pip install 'cachekit-py[sqlalchemy]'``); ``import cachekit``
 never imports this module.
 """
 
@@ -15,7 +15,7 @@ try:
     import sqlalchemy as sa
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
-        "the cachekit workload needs SQLAlchemy: pip install 'cachekit[sqlalchemy]'"
+        "the cachekit workload needs SQLAlchemy: pip install 'cachekit-py[sqlalchemy]'"
     ) from exc
 
 __all__ = ["SqlUserStore", "users_table"]
