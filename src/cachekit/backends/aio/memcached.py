@@ -1,0 +1,568 @@
+"""Async memcached backend: a small asyncio text-protocol client, byte-compatible with the sync one.
+
+It speaks only the commands cachekit needs (``get``, ``gets``, ``set``,
+``add``, ``cas``, ``delete``, ``stats``) over asyncio streams, because the
+maintained asyncio clients fall short of the contract (docs/asyncio-backends.md
+has the measurements): aiomcache returns a connection whose command was
+cancelled to its pool, so after a timeout the next command can read the
+previous one's answer; emcache places keys on several nodes with its own ring,
+not pymemcache's, so a sync and an async pool would look for a key on
+different nodes.
+
+What it shares with ``MemcachedBackend``: the URL form and options, the key
+encoding (``memcached_key``), the expiry rule (``memcached_expire``), the
+value checks (bytes only, ``max_value_size`` checked before sending), flags 0
+on every item (what pymemcache writes for bytes), the rendezvous ring of
+pymemcache's ``HashClient`` (nodes named ``host:port``), the per-node cooldown
+of a pool, and the error translation (``SERVER_ERROR``/``CLIENT_ERROR`` ->
+``BackendRejectedError``, anything else -> ``BackendUnavailableError``).
+
+Every command runs under one deadline (``timeout``, connect included). A
+connection whose command did not finish (deadline, error, cancellation) is
+aborted, never reused, so an answer left on the wire cannot be read by the
+next command. Connections belong to the event loop that opened them: each loop
+gets its own idle lists.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import functools
+import logging
+import ssl
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from contextlib import suppress
+from typing import Any, ClassVar, TypeVar
+
+from pymemcache.client.rendezvous import RendezvousHash
+
+from ...errors import (
+    BackendRejectedError,
+    BackendUnavailableError,
+    CacheError,
+    ConfigurationError,
+    ValueTooLargeError,
+)
+from ..base import MISSING, AsyncBackend
+from ..memcached import (
+    DEFAULT_MAX_VALUE_SIZE,
+    DEFAULT_PORT,
+    DEFAULT_TIMEOUT,
+    ROUTE_CACHE_SIZE,
+    MemcachedBackend,
+    ServerValueTooLargeError,
+    _as_bytes,
+    _check_seconds,
+    _node_name,
+    memcached_expire,
+    memcached_key,
+)
+from . import command_deadline
+
+__all__ = ["AsyncMemcachedBackend"]
+
+log = logging.getLogger("cachekit.memcached")
+
+_T = TypeVar("_T")
+
+
+class _Refused(Exception):
+    """memcached answered ``SERVER_ERROR`` or ``CLIENT_ERROR``."""
+
+
+class _Garbled(Exception):
+    """An answer that is not memcached's (e.g. ``ERROR``, or an unexpected line)."""
+
+
+# what the network, a stalled server or a broken answer raise
+_FAILURES = (OSError, EOFError, asyncio.LimitOverrunError, _Garbled, _Refused)
+
+
+def _check(line: bytes) -> bytes:
+    """Raise for an error line; return ``line`` otherwise."""
+    if line.startswith((b"SERVER_ERROR", b"CLIENT_ERROR")):
+        raise _Refused(line.rstrip(b"\r\n").decode("utf-8", "replace"))
+    if line.startswith(b"ERROR"):
+        raise _Garbled("memcached answered ERROR (not a memcached, or an unknown command)")
+    return line
+
+
+class _Conn:
+    """One connection: a reader, a writer, and when it was last returned to the pool."""
+
+    __slots__ = ("idle_since", "reader", "writer")
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.idle_since = 0.0
+
+    def abort(self) -> None:
+        """Drop the connection at once (its state is unknown)."""
+        self.writer.transport.abort()
+
+    async def read_values(self, with_cas: bool) -> dict[bytes, tuple[bytes, int]]:
+        """Read ``VALUE`` blocks up to ``END``: ``{key: (data, cas unique or 0)}``."""
+        reader = self.reader
+        found: dict[bytes, tuple[bytes, int]] = {}
+        while True:
+            line = await reader.readuntil(b"\r\n")
+            if line == b"END\r\n":
+                return found
+            fields = _check(line).split()
+            if len(fields) < (5 if with_cas else 4) or fields[0] != b"VALUE":
+                raise _Garbled(f"unexpected memcached answer {line[:60]!r}")
+            size = int(fields[3])
+            data = await reader.readexactly(size + 2)
+            found[fields[1]] = (data[:-2], int(fields[4]) if with_cas else 0)
+
+    async def get(self, mkey: bytes) -> bytes | None:
+        """``get`` of one key: its bytes, or ``None``."""
+        self.writer.write(b"get " + mkey + b"\r\n")
+        reader = self.reader
+        line = await reader.readuntil(b"\r\n")
+        if line == b"END\r\n":
+            return None
+        fields = _check(line).split()
+        if len(fields) < 4 or fields[0] != b"VALUE":
+            raise _Garbled(f"unexpected memcached answer {line[:60]!r}")
+        data = await reader.readexactly(int(fields[3]) + 2)
+        if await reader.readuntil(b"\r\n") != b"END\r\n":
+            raise _Garbled("memcached sent more than one value for one key")
+        return data[:-2]
+
+    async def lines(self, commands: list[bytes]) -> list[bytes]:
+        """Send ``commands`` in one write (a pipeline); return one answer line for each."""
+        self.writer.write(b"".join(commands))
+        await self.writer.drain()
+        return [_check(await self.reader.readuntil(b"\r\n")) for _ in commands]
+
+
+def _store(verb: bytes, mkey: bytes, data: bytes, exptime: int, extra: bytes = b"") -> bytes:
+    return b"%s %s 0 %d %d%s\r\n%s\r\n" % (verb, mkey, exptime, len(data), extra, data)
+
+
+class AsyncMemcachedBackend(AsyncBackend):
+    """Memcached over asyncio: one node, or a pool on pymemcache's rendezvous ring.
+
+    Build it from a URL (``memcached://h1:11211,h2:11211?timeout=0.25``) or a
+    list of ``(host, port)``. Options as ``MemcachedBackend``: ``timeout``
+    (the deadline of a whole command), ``connect_timeout``, ``max_value_size``,
+    ``pool_size`` (idle connections kept per node and loop), ``pool_idle_timeout``,
+    ``tls``/``tls_context``, ``node_cooldown``.
+    """
+
+    schemes: ClassVar[tuple[str, ...]] = ("memcached",)
+
+    def __init__(
+        self,
+        servers: Sequence[tuple[str, int]] = (("127.0.0.1", DEFAULT_PORT),),
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        connect_timeout: float | None = None,
+        max_value_size: int = DEFAULT_MAX_VALUE_SIZE,
+        pool_size: int | None = None,
+        pool_idle_timeout: float = 0.0,
+        no_delay: bool = True,
+        tls: bool = False,
+        tls_context: ssl.SSLContext | None = None,
+        node_cooldown: float = 1.0,
+    ) -> None:
+        self.timeout = _check_seconds("timeout", timeout, 0, 60, low_open=True)
+        self.connect_timeout = _check_seconds(
+            "connect_timeout",
+            self.timeout if connect_timeout is None else connect_timeout,
+            0,
+            60,
+            low_open=True,
+        )
+        self.pool_idle_timeout = _check_seconds(
+            "pool_idle_timeout", pool_idle_timeout, 0, float("inf"), low_open=False
+        )
+        self.node_cooldown = _check_seconds("node_cooldown", node_cooldown, 0, 3600, low_open=False)
+        for name, count in (("max_value_size", max_value_size), ("pool_size", pool_size)):
+            if count is None and name == "pool_size":
+                continue
+            if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+                raise ConfigurationError(f"memcached {name} must be an integer >= 1, got {count!r}")
+        if not no_delay:
+            raise ConfigurationError("the asyncio memcached backend always sets TCP_NODELAY")
+        self.max_value_size = max_value_size
+        self._limit = max_value_size
+        self._pool_size = 64 if pool_size is None else pool_size
+        if tls and tls_context is None:
+            tls_context = ssl.create_default_context()  # verifies certificates and host names
+        self.tls_context = tls_context
+        addresses = [(str(h), int(p)) for h, p in servers]
+        if not addresses:
+            raise ConfigurationError("AsyncMemcachedBackend needs at least one server")
+        self._addresses = {_node_name(a): a for a in addresses}
+        self.server_address = "memcached://" + ",".join(self._addresses)
+        names = list(self._addresses)
+        self._single: str | None = names[0] if len(names) == 1 else None
+        self._route: Callable[[str], str] = functools.lru_cache(ROUTE_CACHE_SIZE)(
+            RendezvousHash(names).get_node  # the ring of pymemcache's HashClient
+        )
+        # node name -> monotonic time until which it is skipped (pools only)
+        self._down: dict[str, float] = {}
+        # event loop -> node name -> idle connections
+        self._pools: dict[asyncio.AbstractEventLoop, dict[str, collections.deque[_Conn]]] = {}
+        self._last: tuple[Any, dict[str, collections.deque[_Conn]]] = (None, {})
+        self._closed = False
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> AsyncMemcachedBackend:
+        """Build from ``memcached://host:port[,host:port...]?timeout=0.25&max_value_size=...``."""
+        # the sync backend's URL checks and query options; it ends with cls(servers, **options)
+        build: Any = MemcachedBackend.from_url.__func__  # type: ignore[attr-defined]
+        backend: AsyncMemcachedBackend = build(cls, url, **options)
+        return backend
+
+    def __repr__(self) -> str:
+        return f"AsyncMemcachedBackend({', '.join(self._addresses)})"
+
+    @property
+    def nodes(self) -> tuple[str, ...]:
+        """The ``host:port`` names of the nodes, in ring order."""
+        return tuple(self._addresses)
+
+    def node_for(self, key: str) -> str:
+        """Return the node (``host:port``) that holds ``key`` (a cachekit key, before encoding)."""
+        return self._node_of(memcached_key(key))
+
+    def _node_of(self, mkey: str) -> str:
+        single = self._single
+        return single if single is not None else self._route(mkey)
+
+    # ------------------------------------------------------------ connections
+
+    def _idle(self) -> dict[str, collections.deque[_Conn]]:
+        """Idle connections of the running loop, by node."""
+        loop = asyncio.get_running_loop()
+        last_loop, pools = self._last
+        if last_loop is loop:
+            return pools
+        if self._closed:
+            raise BackendUnavailableError("AsyncMemcachedBackend is closed")
+        found = self._pools.get(loop)
+        if found is None:
+            for old in [old for old in self._pools if old.is_closed()]:
+                del self._pools[old]  # their sockets closed with their loop
+            found = self._pools[loop] = {name: collections.deque() for name in self._addresses}
+        self._last = (loop, found)
+        return found
+
+    async def _connect(self, node: str) -> _Conn:
+        host, port = self._addresses[node]
+        context = self.tls_context
+        async with command_deadline(self.connect_timeout):
+            reader, writer = await asyncio.open_connection(
+                host, port, ssl=context, server_hostname=host if context is not None else None
+            )
+        return _Conn(reader, writer)
+
+    def _take(self, idle: collections.deque[_Conn]) -> _Conn | None:
+        while idle:
+            conn = idle.pop()
+            if self.pool_idle_timeout and time.monotonic() - conn.idle_since > (
+                self.pool_idle_timeout
+            ):
+                conn.abort()
+                continue
+            return conn
+        return None
+
+    def _give_back(self, idle: collections.deque[_Conn], conn: _Conn) -> None:
+        if len(idle) < self._pool_size and not self._closed:
+            if self.pool_idle_timeout:
+                conn.idle_since = time.monotonic()
+            idle.append(conn)
+        else:
+            conn.writer.close()
+
+    async def _on(
+        self,
+        node: str,
+        op: str,
+        call: Callable[[_Conn], Awaitable[_T]],
+        size: int = 0,
+        key: str | None = None,
+    ) -> _T:
+        """Run ``call`` on a connection to ``node`` under one deadline; translate failures."""
+        if self._down:
+            self._check_down(node)
+        idle = self._idle()[node]
+        conn = self._take(idle)
+        try:
+            async with command_deadline(self.timeout):
+                if conn is None:
+                    conn = await self._connect(node)
+                result = await call(conn)
+        except BaseException as exc:
+            if conn is not None:
+                conn.abort()  # an answer may still be on its way: never reuse it
+            if isinstance(exc, _FAILURES):
+                raise self._failure(node, op, exc, size, key) from exc
+            raise
+        self._give_back(idle, conn)
+        if self._down:
+            self._down.pop(node, None)
+        return result
+
+    def _failure(
+        self, node: str, op: str, exc: BaseException, size: int = 0, key: str | None = None
+    ) -> CacheError:
+        """The cachekit error for ``exc``; a node that did not answer is marked down."""
+        if isinstance(exc, _Refused):
+            if "too large" in str(exc):
+                return ServerValueTooLargeError(size, self._limit, key)
+            return BackendRejectedError(f"memcached {node} refused {op}: {exc}")
+        self._mark_down(node)
+        return BackendUnavailableError(
+            f"memcached {node} failed during {op}: {type(exc).__name__}: {exc}"
+        )
+
+    def _check_down(self, node: str) -> None:
+        until = self._down.get(node)
+        if until is not None and time.monotonic() < until:
+            raise BackendUnavailableError(
+                f"memcached {node} failed recently; skipped for up to {self.node_cooldown} s"
+            )
+
+    def _mark_down(self, node: str) -> None:
+        # one node: the cache's circuit breaker does this job; a pool needs it per node
+        if self._single is not None or not self.node_cooldown:
+            return
+        if node not in self._down:
+            log.warning(
+                "cachekit: memcached node %s failed; its keys fail fast for %s s",
+                node,
+                self.node_cooldown,
+            )
+        self._down[node] = time.monotonic() + self.node_cooldown
+
+    def _check_size(self, key: str, data: bytes) -> None:
+        if len(data) > self._limit:
+            raise ValueTooLargeError(len(data), self._limit, key)
+
+    def _group(self, mkeys: Iterable[str]) -> dict[str, list[str]]:
+        groups: dict[str, list[str]] = {}
+        for mkey in mkeys:
+            groups.setdefault(self._node_of(mkey), []).append(mkey)
+        return groups
+
+    async def _each_node(
+        self, groups: Mapping[str, _T], op: str, call: Callable[[str, _T], Awaitable[Any]]
+    ) -> list[Any]:
+        """``call(node, group)`` for every node at once; each result or the error it raised."""
+        if len(groups) == 1:
+            node, group = next(iter(groups.items()))
+            try:
+                return [await call(node, group)]
+            except CacheError as exc:
+                return [exc]
+        results = await asyncio.gather(
+            *(call(node, group) for node, group in groups.items()), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(result, CacheError):
+                raise result
+        return list(results)
+
+    # ------------------------------------------------------------ the contract
+
+    async def get(self, key: str) -> Any:
+        """Return the stored bytes, or ``MISSING``."""
+        mkey = memcached_key(key)
+        node = self._node_of(mkey)
+        raw = mkey.encode()
+        value = await self._on(node, "get", lambda conn: conn.get(raw))
+        return MISSING if value is None else value
+
+    async def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
+        """Return ``{key: bytes}`` for the present keys: one ``get k1 k2 ...`` per node, at once.
+
+        In a pool, keys on a failed node are left out (misses); it raises only
+        when every node asked has failed.
+        """
+        by_mkey = {memcached_key(k): k for k in keys}
+        if not by_mkey:
+            return {}
+
+        async def fetch(node: str, mkeys: list[str]) -> dict[bytes, tuple[bytes, int]]:
+            command = b"get " + " ".join(mkeys).encode() + b"\r\n"
+
+            async def run(conn: _Conn) -> dict[bytes, tuple[bytes, int]]:
+                conn.writer.write(command)
+                return await conn.read_values(with_cas=False)
+
+            return await self._on(node, "get_many", run)
+
+        out: dict[str, Any] = {}
+        errors: list[CacheError] = []
+        for result in await self._each_node(self._group(by_mkey), "get_many", fetch):
+            if isinstance(result, CacheError):
+                errors.append(result)
+                continue
+            for mkey, (data, _) in result.items():
+                out[by_mkey[mkey.decode()]] = data
+        if errors and len(errors) == len(self._group(by_mkey)):
+            raise errors[0]
+        return out
+
+    async def set(self, key: str, value: Any, ttl: float | None) -> None:
+        """Store ``value`` for ``ttl`` seconds; raises ``ValueTooLargeError`` before sending."""
+        data = _as_bytes(key, value)
+        self._check_size(key, data)
+        expire = memcached_expire(ttl)
+        if expire is None:
+            await self.delete(key)
+            return
+        mkey = memcached_key(key)
+        command = _store(b"set", mkey.encode(), data, expire)
+        answer = await self._on(
+            self._node_of(mkey), "set", lambda conn: conn.lines([command]), len(data), key
+        )
+        if answer != [b"STORED\r\n"]:
+            raise BackendRejectedError(f"memcached did not store {key!r} ({answer[0]!r})")
+
+    async def set_many(self, mapping: Mapping[str, Any], ttl: float | None) -> None:
+        """Store every item with one pipelined round trip per node; sizes are checked first."""
+        items = {k: _as_bytes(k, v) for k, v in mapping.items()}
+        for key, data in items.items():
+            self._check_size(key, data)
+        expire = memcached_expire(ttl)
+        if expire is None:
+            await self.delete_many(items)
+            return
+        if not items:
+            return
+        values = {memcached_key(k): v for k, v in items.items()}
+
+        async def store(node: str, mkeys: list[str]) -> None:
+            commands = [_store(b"set", m.encode(), values[m], expire) for m in mkeys]
+            answers = await self._on(node, "set_many", lambda conn: conn.lines(commands))
+            failed = sum(1 for a in answers if a != b"STORED\r\n")
+            if failed:
+                raise BackendRejectedError(
+                    f"memcached {node} did not store {failed} of {len(mkeys)} keys"
+                )
+
+        for result in await self._each_node(self._group(values), "set_many", store):
+            if isinstance(result, CacheError):  # every node was tried first
+                raise result
+
+    async def add(self, key: str, value: Any, ttl: float | None) -> bool:
+        """Store ``value`` only if ``key`` is absent; return whether it was stored."""
+        data = _as_bytes(key, value)
+        self._check_size(key, data)
+        expire = memcached_expire(ttl)
+        if expire is None:  # an entry that expires at once: stored only in name, as in memory
+            return await self.get(key) is MISSING
+        mkey = memcached_key(key)
+        command = _store(b"add", mkey.encode(), data, expire)
+        answer = await self._on(
+            self._node_of(mkey), "add", lambda conn: conn.lines([command]), len(data), key
+        )
+        return answer == [b"STORED\r\n"]
+
+    async def delete(self, key: str) -> bool:
+        """Remove ``key``; return whether it was present."""
+        mkey = memcached_key(key)
+        command = b"delete " + mkey.encode() + b"\r\n"
+        answer = await self._on(self._node_of(mkey), "delete", lambda conn: conn.lines([command]))
+        return answer == [b"DELETED\r\n"]
+
+    async def delete_many(self, keys: Iterable[str]) -> int:
+        """Remove ``keys`` with one pipelined round trip per node; return how many were present.
+
+        Every node is tried; if one failed, its error is raised afterwards so
+        the caller knows some invalidations did not land.
+        """
+        mkeys = list(dict.fromkeys(memcached_key(k) for k in keys))
+        if not mkeys:
+            return 0
+
+        async def remove(node: str, group: list[str]) -> int:
+            commands = [b"delete " + m.encode() + b"\r\n" for m in group]
+            answers = await self._on(node, "delete_many", lambda conn: conn.lines(commands))
+            return sum(1 for a in answers if a == b"DELETED\r\n")
+
+        removed = 0
+        error: CacheError | None = None
+        for result in await self._each_node(self._group(mkeys), "delete_many", remove):
+            if isinstance(result, CacheError):
+                error = error or result
+            else:
+                removed += result
+        if error is not None:
+            raise error
+        return removed
+
+    async def aclose(self) -> None:
+        """Close the running loop's connections; the backend must not be used afterwards."""
+        self._closed = True
+        self._last = (None, {})
+        pools, self._pools = self._pools, {}
+        try:
+            idle = pools.get(asyncio.get_running_loop(), {})
+        except RuntimeError:  # pragma: no cover - aclose is awaited, so a loop runs
+            return
+        for conns in idle.values():
+            while conns:
+                conn = conns.pop()
+                conn.writer.close()
+                with suppress(OSError):
+                    await conn.writer.wait_closed()
+
+    # ------------------------------------------------------------ capabilities
+
+    async def compare_and_set(self, key: str, expected: Any, value: Any, ttl: float | None) -> bool:
+        """Store ``value`` only if ``key`` holds exactly ``expected`` (``gets`` + ``cas``)."""
+        data = _as_bytes(key, value)
+        self._check_size(key, data)
+        expire = memcached_expire(ttl)
+        mkey = memcached_key(key)
+        raw = mkey.encode()
+
+        async def run(conn: _Conn) -> bool:
+            conn.writer.write(b"gets " + raw + b"\r\n")
+            found = (await conn.read_values(with_cas=True)).get(raw)
+            if found is None or found[0] != expected:
+                return False
+            # an immediately expiring value: a cas that stores it already expired
+            exptime = -1 if expire is None else expire
+            command = _store(b"cas", raw, data, exptime, b" %d" % found[1])
+            return await conn.lines([command]) == [b"STORED\r\n"]
+
+        return await self._on(self._node_of(mkey), "compare_and_set", run, len(data), key)
+
+    async def server_stats(self) -> dict[str, float]:
+        """Return ``evictions``, ``expired``, ``hits``, ``misses`` summed over every node."""
+        fields = {
+            "evictions": b"evictions",
+            "expired": b"expired_unfetched",
+            "hits": b"get_hits",
+            "misses": b"get_misses",
+        }
+
+        async def stats(conn: _Conn) -> dict[bytes, bytes]:
+            conn.writer.write(b"stats\r\n")
+            out: dict[bytes, bytes] = {}
+            while True:
+                line = _check(await conn.reader.readuntil(b"\r\n"))
+                if line == b"END\r\n":
+                    return out
+                parts = line.split(b" ", 2)
+                if len(parts) == 3 and parts[0] == b"STAT":
+                    out[parts[1]] = parts[2].rstrip(b"\r\n")
+
+        totals = dict.fromkeys(fields, 0.0)
+        for node in self._addresses:
+            answer = await self._on(node, "stats", stats)
+            for name, stat in fields.items():
+                with suppress(ValueError):  # a stat this server does not keep
+                    totals[name] += float(answer.get(stat, b"0"))
+        return totals
