@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import signal
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -19,8 +20,8 @@ import pytest
 import redis
 
 import cachekit as ck
-from cachekit.backends.redis import RedisBackend
-from tests.faultkit import ServerProcess, StallServer, TcpProxy, closed_port
+from cachekit.backends.redis import RedisBackend, RedisClusterBackend
+from tests.faultkit import ServerProcess, StallServer, TcpProxy, TrickleProxy, closed_port
 
 
 def _fast_breaker() -> ck.CircuitBreaker:
@@ -330,3 +331,197 @@ def test_serve_stale_answers_from_the_last_value_while_redis_is_dead(
         assert stats.stale_served == 2 and stats.errors >= 1
     finally:
         cache.close()
+
+
+# ---------------------------------------------------------------- a server that trickles
+
+
+_COMMANDS: dict[str, Callable[[RedisBackend], object]] = {
+    "get": lambda b: b.get("k"),
+    "set": lambda b: b.set("k", b"value", 10),
+    "add": lambda b: b.add("k2", b"value", 10),
+    "get_many": lambda b: b.get_many(["a", "b", "c"]),
+    "delete": lambda b: b.delete("k"),
+    "delete_many": lambda b: b.delete_many(["a", "b"]),
+    "set_many (pipeline)": lambda b: b.set_many({"a": b"1", "b": b"2", "c": b"3"}, 10),
+    "compare_and_set (Lua)": lambda b: b.compare_and_set("k", b"value", b"other", 10),
+    "server_stats": lambda b: b.server_stats(),
+}
+
+
+@pytest.fixture
+def trickle(server: ServerProcess) -> Iterator[TrickleProxy]:
+    """A proxy to a live private server that passes its answers one byte every 0.2 s."""
+    with TrickleProxy(server.port, interval=0.2) as proxy:
+        yield proxy
+
+
+@pytest.mark.parametrize("command", list(_COMMANDS))
+def test_a_trickling_answer_cannot_outlast_the_command_deadline(
+    command: str, server: ServerProcess, raw: redis.Redis, trickle: TrickleProxy
+) -> None:
+    raw.set("k", b"value")
+    b = RedisBackend.from_url(f"redis://127.0.0.1:{trickle.port}/0")  # deadline 0.25 s
+    try:
+        for _ in range(2):  # a fresh connection (connect + handshake), then a reconnect
+            started = time.perf_counter()
+            with pytest.raises(ck.BackendUnavailableError) as info:
+                _COMMANDS[command](b)
+            elapsed = time.perf_counter() - started
+            assert elapsed < 0.6, elapsed  # a correctness bound: ~2x the deadline at most
+            assert isinstance(info.value.__cause__, redis.exceptions.TimeoutError)
+    finally:
+        b.close()
+
+
+def test_the_deadline_follows_socket_timeout(trickle: TrickleProxy) -> None:
+    b = RedisBackend.from_url(f"redis://127.0.0.1:{trickle.port}/0?socket_timeout=0.05")
+    try:
+        started = time.perf_counter()
+        with pytest.raises(ck.BackendUnavailableError):
+            b.get("k")
+        assert time.perf_counter() - started < 0.3
+    finally:
+        b.close()
+    b = RedisBackend.from_url(f"redis://127.0.0.1:{trickle.port}/0", socket_timeout=0.6)
+    try:
+        started = time.perf_counter()
+        with pytest.raises(ck.BackendUnavailableError):
+            b.get("k")
+        assert 0.55 < time.perf_counter() - started < 1.2  # the longer deadline is used
+    finally:
+        b.close()
+
+
+def test_a_cache_over_a_trickling_server_is_bounded_and_opens_its_breaker(
+    trickle: TrickleProxy,
+) -> None:
+    url = f"redis://127.0.0.1:{trickle.port}/0"
+    started = time.perf_counter()
+    cache = ck.Cache.from_url(url, namespace="f-" + uuid.uuid4().hex[:8], ttl=60)
+    try:
+        assert time.perf_counter() - started < 0.6  # the namespace-version read is bounded
+        started = time.perf_counter()
+        for _ in range(20):
+            assert cache.get("k", default="dflt") == "dflt"
+        assert time.perf_counter() - started < 2.0  # a few deadlines, then the breaker
+        assert cache.stats().circuit_open
+    finally:
+        cache.close()
+
+
+def test_cluster_discovery_through_a_trickle_is_bounded(redis_cluster_url: str) -> None:
+    node_port = int(redis_cluster_url.rsplit(":", 1)[1])
+    with TrickleProxy(node_port, interval=0.2) as proxy:
+        b = RedisClusterBackend.from_url(f"redis+cluster://127.0.0.1:{proxy.port}")
+        try:
+            started = time.perf_counter()
+            with pytest.raises(ck.BackendUnavailableError):
+                b.get("k")  # CLUSTER SLOTS trickles: discovery gives up at its deadline
+            assert time.perf_counter() - started < 0.6
+        finally:
+            b.close()
+
+
+# ---------------------------------------------------------------- fork
+
+
+def _in_child(work: Callable[[], object], timeout: float = 10.0) -> object:
+    """Run ``work`` in a forked child; return its result (or fail if it hangs or raises)."""
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        code = 0
+        try:
+            os.close(read_fd)
+            try:
+                payload: object = ("ok", work())
+            except BaseException as exc:
+                payload = ("error", f"{type(exc).__name__}: {exc}")
+                code = 1
+            with os.fdopen(write_fd, "wb") as out:
+                pickle.dump(payload, out)
+        finally:
+            os._exit(code)
+    os.close(write_fd)
+    deadline = time.monotonic() + timeout
+    while True:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            os.close(read_fd)
+            pytest.fail(f"the forked child hung for {timeout} s")
+        time.sleep(0.01)
+    with os.fdopen(read_fd, "rb") as inp:
+        status, value = pickle.load(inp)
+    assert status == "ok", value
+    return value
+
+
+@pytest.mark.parametrize("kind", ["redis", "redis-cluster"])
+def test_forked_children_open_their_own_connections(
+    kind: str, redis_url: str, redis_cluster_url: str
+) -> None:
+    url = redis_url if kind == "redis" else redis_cluster_url
+    name = "ck-fork-" + uuid.uuid4().hex[:8]
+    b = ck.backend_from_url(url, client_name=name)
+    prefix = f"{name}:"
+    try:
+        b.set(prefix + "parent", b"p", 30)
+        assert b.get(prefix + "parent") == b"p"
+        client: Any = b.client  # type: ignore[attr-defined]
+        parent_id = client.client_id() if kind == "redis" else None
+
+        def child_work(i: int) -> object:
+            for n in range(20):
+                b.set(f"{prefix}child{i}:{n}", str(n).encode(), 30)
+                assert b.get(f"{prefix}child{i}:{n}") == str(n).encode()
+            assert b.get_many([prefix + "parent"]) == {prefix + "parent": b"p"}
+            own: Any = b.client  # type: ignore[attr-defined]
+            return (os.getpid(), own.client_id() if kind == "redis" else None)
+
+        results = [_in_child(lambda i=i: child_work(i)) for i in range(3)]
+        ids = [r[1] for r in results]  # type: ignore[index]
+        if kind == "redis":
+            assert parent_id not in ids and len(set(ids)) == 3  # never the parent's socket
+        # the parent's connection is untouched and keeps working
+        for n in range(20):
+            assert b.get(f"{prefix}child{n % 3}:{n}") == str(n).encode()
+        b.set(prefix + "parent", b"p2", 30)
+        assert b.get(prefix + "parent") == b"p2"
+        if kind == "redis":
+            assert client.client_id() == parent_id
+    finally:
+        b.delete_many(
+            [prefix + "parent"] + [f"{prefix}child{i}:{n}" for i in range(3) for n in range(20)]
+        )
+        b.close()
+
+
+def test_a_child_forked_while_a_lock_was_held_does_not_hang(redis_cluster_url: str) -> None:
+    from cachekit.backends import redis as redis_module
+
+    # Another thread of the parent is building the cluster client (discovery holds the
+    # shared lock) or a backend (the registry lock) at the moment of fork(): in the
+    # child nobody will ever release those locks.
+    b = RedisClusterBackend.from_url(redis_cluster_url)
+    key = "ck-fork-lock:" + uuid.uuid4().hex
+    shared = b._shared
+    assert shared is not None
+    try:
+        with shared.lock, redis_module._SHARED_LOCK:
+
+            def child() -> object:
+                b.set(key, b"child", 30)
+                other = RedisBackend.from_url(redis_cluster_url.replace("redis+cluster", "redis"))
+                other.close()
+                return b.get(key)
+
+            assert _in_child(child) == b"child"
+        assert b.get(key) == b"child"  # the parent builds its own client as usual
+    finally:
+        b.delete(key)
+        b.close()

@@ -23,7 +23,7 @@ from redis.cluster import RedisCluster
 
 import cachekit as ck
 from cachekit.backends.base import MISSING, SupportsCompareAndSet, SupportsServerStats
-from cachekit.backends.redis import RedisBackend, RedisClusterBackend
+from cachekit.backends.redis import MAX_TTL, RedisBackend, RedisClusterBackend
 from tests.faultkit import ServerProcess, closed_port, free_port, wait_for_port
 
 
@@ -578,3 +578,117 @@ def test_a_cache_over_redis_and_the_cluster(redis_url: str, redis_cluster_url: s
             assert cache.get_many(list(data)) == {}
         finally:
             cache.close()
+
+
+# ---------------------------------------------------------------- TTL edges
+
+
+@pytest.mark.parametrize("kind", ["redis", "redis-cluster"])
+def test_infinite_and_huge_ttls_never_reach_redis_out_of_range(
+    kind: str, redis_url: str, redis_cluster_url: str
+) -> None:
+    b = ck.backend_from_url(redis_url if kind == "redis" else redis_cluster_url)
+    client: Any = b.client  # type: ignore[attr-defined]
+    inf, nan = float("inf"), float("nan")
+    keys = [_key() for _ in range(8)]
+    try:
+        # inf: stored without expiry, by every write
+        b.set(keys[0], b"v", inf)
+        assert b.add(keys[1], b"v", inf) is True
+        b.set_many({keys[2]: b"v"}, inf)
+        b.set(keys[3], b"a", 10)
+        assert b.compare_and_set(keys[3], b"a", b"b", inf) is True  # type: ignore[attr-defined]
+        assert [client.pttl(k) for k in keys[:4]] == [-1, -1, -1, -1]
+        # larger than Redis's range: clamped to MAX_TTL, still stored
+        for ttl in (1e300, 2.0**70, MAX_TTL * 10, MAX_TTL):
+            b.set(keys[4], b"big", ttl)
+            assert b.get(keys[4]) == b"big"
+            assert client.pttl(keys[4]) > 10**18
+        assert b.add(keys[5], b"v", 1e300) is True
+        b.set_many({keys[6]: b"v"}, 1e300)
+        assert b.compare_and_set(keys[6], b"v", b"w", 1e300) is True  # type: ignore[attr-defined]
+        assert all(client.pttl(k) > 10**18 for k in (keys[5], keys[6]))
+        # zero, negative and NaN: expired at once, like the memory backend
+        for ttl in (0, -1, -inf, nan):
+            b.set(keys[7], b"old", None)
+            b.set(keys[7], b"new", ttl)
+            assert b.get(keys[7]) is MISSING
+            b.set(keys[7], b"old", None)
+            assert b.add(keys[7], b"new", ttl) is False  # present: not added
+            assert b.compare_and_set(keys[7], b"old", b"new", ttl) is True  # type: ignore[attr-defined]
+            assert b.get(keys[7]) is MISSING
+    finally:
+        b.delete_many(keys)
+        b.close()
+
+
+def test_a_cache_with_an_infinite_ttl_stores_without_expiry(redis_url: str) -> None:
+    cache = ck.Cache.from_url(redis_url, namespace="t-" + uuid.uuid4().hex[:8], ttl=float("inf"))
+    try:
+        cache.set("k", 1)
+        assert cache.get("k") == 1
+        assert cache.backend.client.pttl(cache.full_key("k")) == -1  # type: ignore[attr-defined]
+        assert cache.stats().errors == 0
+    finally:
+        cache.clear()
+        cache.close()
+
+
+# ---------------------------------------------------------------- refused vs unavailable
+
+
+def test_a_full_server_rejects_writes_and_keeps_serving_reads() -> None:
+    port = free_port()
+    with _redis_server("--maxmemory", "1mb", "--maxmemory-policy", "noeviction", port=port):
+        wait_for_port(port)
+        b = RedisBackend.from_url(f"redis://127.0.0.1:{port}/0")
+        try:
+            b.set("kept", b"v", None)
+            b.set("kept2", b"v", None)
+            chunk = b"x" * 64 * 1024
+            with pytest.raises(ck.BackendRejectedError) as info:
+                for i in range(10_000):  # fills 1 MB within a few dozen
+                    b.set(f"fill-{i}", chunk, None)
+            assert isinstance(info.value.__cause__, redis.exceptions.OutOfMemoryError)
+            assert not isinstance(info.value, ck.BackendUnavailableError)
+            for write in (
+                lambda: b.set("new", chunk, 10),
+                lambda: b.add("new", chunk, 10),
+                lambda: b.set_many({"n1": chunk, "n2": chunk}, 10),
+                lambda: b.compare_and_set("kept", b"v", chunk, 10),
+            ):
+                with pytest.raises(ck.BackendRejectedError):
+                    write()
+            assert b.get("kept") == b"v"  # reads keep working
+            assert b.get_many(["kept", "absent"]) == {"kept": b"v"}
+            assert b.delete("kept2") is True  # and so do deletes
+        finally:
+            b.close()
+
+
+def test_error_replies_are_rejections_and_outages_are_not() -> None:
+    from cachekit.backends.redis import _failure
+
+    refused = [
+        redis.exceptions.ResponseError("ERR invalid expire time in 'set' command"),
+        redis.exceptions.OutOfMemoryError("command not allowed when used memory > 'maxmemory'."),
+        redis.exceptions.NoPermissionError("no permissions"),
+        redis.exceptions.DataError("Invalid input of type: 'dict'"),
+        redis.exceptions.ResponseError("WRONGTYPE Operation against a key holding the wrong kind"),
+    ]
+    outages = [
+        redis.exceptions.ConnectionError("Error 111 connecting"),
+        redis.exceptions.TimeoutError("Timeout reading from socket"),
+        redis.exceptions.AuthenticationError("invalid username-password pair"),
+        redis.exceptions.BusyLoadingError("Redis is loading the dataset in memory"),
+        redis.exceptions.ReadOnlyError("You can't write against a read only replica."),
+        redis.exceptions.ClusterDownError("The cluster is down"),
+        redis.exceptions.TryAgainError("TRYAGAIN"),
+        redis.exceptions.ResponseError("BUSY Redis is busy running a script."),
+        redis.exceptions.RedisClusterException("Redis Cluster cannot be connected"),
+        ConnectionResetError(104, "Connection reset by peer"),
+    ]
+    for exc in refused:
+        assert type(_failure("X", exc)) is ck.BackendRejectedError, exc
+    for exc in outages:
+        assert type(_failure("X", exc)) is ck.BackendUnavailableError, exc
