@@ -1,27 +1,119 @@
 """Backend conformance: every backend kind behaves the same through Cache and at the Backend level.
 
 Parametrized over memory, redis, redis-cluster, memcached and memcached-pool
-(the ``backend_kind`` fixture). Memory runs with ``JsonSerializer`` so that
-every kind stores bytes and behaves alike. Remote servers keep their own
-clock, so the one expiry test waits (bounded, about a second) on them.
+(the ``backend_kind`` fixture), each through its sync driver and its asyncio
+driver (the ``driver`` fixture): an async driver is seen through
+``SyncOverAsync``, a ``Backend`` whose every call runs the awaited call to
+completion on the test's own event loop, so each test body is written once.
+Memory runs with ``JsonSerializer`` so that every kind stores bytes and
+behaves alike. Remote servers keep their own clock, so the one expiry test
+waits (bounded, about a second) on them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import decimal
+import inspect
 import time
 import uuid
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
+from typing import Any, TypeVar
 
 import pytest
 
 import cachekit as ck
-from cachekit.backends.base import MISSING, SupportsCompareAndSet
-from tests.conftest import FakeClock
+from cachekit.backends.aio import async_backend_from_url
+from cachekit.backends.aio.memory import AsyncMemoryBackend
+from cachekit.backends.base import MISSING, AsyncBackend, SupportsCompareAndSet
+from tests.conftest import FakeClock, _url_for
 
 MakeBackend = Callable[..., ck.Backend]
+_T = TypeVar("_T")
+
+
+class SyncOverAsync(ck.Backend):
+    """A ``Backend`` over an ``AsyncBackend``: each call is awaited to completion on ``loop``."""
+
+    def __init__(self, inner: AsyncBackend, loop: asyncio.AbstractEventLoop) -> None:
+        self.inner = inner
+        self.loop = loop
+        self.local = inner.local  # type: ignore[misc]
+        self.max_value_size = inner.max_value_size
+        self.server_address = inner.server_address
+
+    def _wait(self, call: Coroutine[Any, Any, _T]) -> _T:
+        return self.loop.run_until_complete(call)
+
+    def get(self, key: str) -> Any:
+        return self._wait(self.inner.get(key))
+
+    def set(self, key: str, value: Any, ttl: float | None) -> None:
+        self._wait(self.inner.set(key, value, ttl))
+
+    def add(self, key: str, value: Any, ttl: float | None) -> bool:
+        return self._wait(self.inner.add(key, value, ttl))
+
+    def delete(self, key: str) -> bool:
+        return self._wait(self.inner.delete(key))
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
+        return self._wait(self.inner.get_many(keys))
+
+    def set_many(self, mapping: Mapping[str, Any], ttl: float | None) -> None:
+        self._wait(self.inner.set_many(mapping, ttl))
+
+    def delete_many(self, keys: Iterable[str]) -> int:
+        return self._wait(self.inner.delete_many(keys))
+
+    def compare_and_set(self, key: str, expected: Any, value: Any, ttl: float | None) -> bool:
+        return bool(self._wait(self.inner.compare_and_set(key, expected, value, ttl)))  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        self._wait(self.inner.aclose())
+
+    def __getattr__(self, name: str) -> Any:
+        # the other optional capabilities (server_stats, eviction_counts, drop_prefix), if any
+        if name.startswith("_"):
+            raise AttributeError(name)
+        attr = getattr(self.inner, name)
+        if inspect.iscoroutinefunction(attr):
+            return lambda *args, **kwargs: self._wait(attr(*args, **kwargs))
+        return attr
+
+
+@pytest.fixture(params=["sync", "async"])
+def driver(request: pytest.FixtureRequest) -> str:
+    """Each driver in turn: the sync backend, then its asyncio twin."""
+    return str(request.param)
+
+
+@pytest.fixture
+def make_backend(
+    make_backend: MakeBackend, driver: str, request: pytest.FixtureRequest
+) -> Iterator[MakeBackend]:
+    """``make_backend(kind, **options)``: a sync backend, or an async one seen through ``SyncOverAsync``."""
+    if driver == "sync":
+        yield make_backend
+        return
+    loop = asyncio.new_event_loop()
+    made: list[SyncOverAsync] = []
+
+    def factory(kind: str, **options: Any) -> ck.Backend:
+        if kind == "memory":
+            inner: AsyncBackend = AsyncMemoryBackend(ck.MemoryBackend(**options))
+        else:
+            inner = async_backend_from_url(_url_for(kind, request), **options)
+        made.append(SyncOverAsync(inner, loop))
+        return made[-1]
+
+    try:
+        yield factory
+    finally:
+        for backend in made:
+            backend.close()
+        loop.close()
 
 
 def new_cache(backend: ck.Backend, namespace: str, **opts: Any) -> ck.Cache:
