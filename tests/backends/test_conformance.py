@@ -93,7 +93,7 @@ def driver(request: pytest.FixtureRequest) -> str:
 def make_backend(
     make_backend: MakeBackend, driver: str, request: pytest.FixtureRequest
 ) -> Iterator[MakeBackend]:
-    """``make_backend(kind, **options)``: a sync backend, or an async one seen through ``SyncOverAsync``."""
+    """``make_backend(kind, **options)``: a sync backend, or an async one in ``SyncOverAsync``."""
     if driver == "sync":
         yield make_backend
         return
