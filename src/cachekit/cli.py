@@ -51,14 +51,14 @@ class Progress:
         frac = min(self.done / self.total, 1.0)
         bar = "#" * int(frac * width)
         elapsed = now - self._start
-        self.stream.write(f"\r[{bar:<{width}}] {frac:4.0%} {elapsed:5.1f}s  {self.label:<28.28}")
+        self.stream.write(f"\r[{bar:<{width}}] {frac:4.0%} {elapsed:5.1f}s  {self.label:<34.34}")
         self.stream.flush()
         self._drawn = True
 
     def close(self) -> None:
         """Erase the bar, if one was drawn."""
         if self._drawn:
-            self.stream.write("\r" + " " * 78 + "\r")
+            self.stream.write("\r" + " " * 84 + "\r")
             self.stream.flush()
             self._drawn = False
 
