@@ -76,6 +76,24 @@ def test_inspect_a_redis_namespace_counts_and_samples_its_keys(
     assert all(s.startswith(("user:", "~ck:")) for s in sample[:-1])
 
 
+def test_inspect_a_cluster_namespace_scans_every_node(
+    capsys: pytest.CaptureFixture[str], redis_cluster_url: str, namespace: str
+) -> None:
+    cache = ck.Cache.from_url(redis_cluster_url, namespace=namespace, ttl=60)
+    try:
+        for i in range(40):  # spread over the three nodes' slots
+            cache.set(f"user:{i}", i)
+        code, out, err = _run(capsys, "inspect", redis_cluster_url, "--namespace", namespace)
+        assert code == 0, err
+        assert "keys:       40 under this version" in out
+        code, out, err = _run(capsys, "inspect", redis_cluster_url, "--namespace", namespace,
+                              "user:5")  # fmt: skip
+        assert code == 0 and "value (json): 5" in out, err
+    finally:
+        cache.clear()
+        cache.close()
+
+
 def test_inspect_a_redis_key_shows_ttl_size_and_value(
     capsys: pytest.CaptureFixture[str], redis_url: str, redis_cache: ck.Cache, namespace: str
 ) -> None:

@@ -155,8 +155,8 @@ class SimExpiryBackend(Backend):
 
     Each value is stored with its simulated expiry time in front; a read past
     it is a miss (counted as an expiry). The server keeps every entry for
-    ``real_ttl`` real seconds at most, so a bench leaves nothing behind for
-    long. For ``cachekit bench --cache-url redis://...`` on the simulated clock:
+    ``real_ttl`` real seconds at most (its namespace version too), so a bench
+    leaves nothing behind for long. For ``cachekit bench --cache-url redis://...`` on the simulated clock:
     the wrapped backend is a remote one (values are bytes), used by one thread.
 
     Every command costs the same round trips as on the server itself: the
@@ -180,7 +180,9 @@ class SimExpiryBackend(Backend):
         return _EXPIRY.pack(expiry) + bytes(value)
 
     def _real(self, ttl: float | None) -> float | None:
-        return None if ttl is None else self._real_ttl
+        # even "no expiry" (the namespace version) is kept only real_ttl: a bench's
+        # namespaces are its own, and nothing of them should outlive it for long
+        return self._real_ttl
 
     def _live(self, data: bytes) -> Any:
         """The value in ``data``, or MISSING once expired on the simulated clock."""
