@@ -156,8 +156,9 @@ class SimExpiryBackend(Backend):
     Each value is stored with its simulated expiry time in front; a read past
     it is a miss (counted as an expiry). The server keeps every entry for
     ``real_ttl`` real seconds at most (its namespace version too), so a bench
-    leaves nothing behind for long. For ``cachekit bench --cache-url redis://...`` on the simulated clock:
-    the wrapped backend is a remote one (values are bytes), used by one thread.
+    leaves nothing behind for long. For ``cachekit bench --cache-url redis://...``
+    on the simulated clock: the wrapped backend is a remote one (values are
+    bytes), used by one thread.
 
     Every command costs the same round trips as on the server itself: the
     wrapper remembers what it last read or wrote per key (one thread, a
