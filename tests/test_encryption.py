@@ -406,6 +406,16 @@ def test_cache_crafted_json_entry_is_a_miss(backend: ck.Backend, namespace: str)
     assert cache.get_or_load("deep", lambda: "loaded") == "loaded"
     assert _decode_errors(cache) == 4
 
+    @cache.cached(key="crafted:{n}")
+    def load(n: int) -> str:
+        return f"fresh {n}"
+
+    backend.set(cache.full_key("crafted:1"), b'J{"__ck__":"b","v":12}', 60)
+    assert load(1) == "fresh 1"
+    assert _decode_errors(cache) == 5
+    assert load(1) == "fresh 1"  # the loaded value replaced the crafted entry
+    assert _decode_errors(cache) == 5
+
 
 def test_cache_from_url_with_an_encrypted_serializer(redis_url: str, namespace: str) -> None:
     cache = ck.Cache.from_url(redis_url, namespace=namespace, serializer=enc(K1))
