@@ -7,6 +7,8 @@ a password in a URL never shows in anything printed.
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 
@@ -247,6 +249,22 @@ def test_flush_asks_first(
 
 
 # ---------------------------------------------------------------- failures
+
+
+def test_a_flush_that_fails_midway_is_still_one_line(redis_url: str, namespace: str) -> None:
+    # the server answers the first look, then refuses the version bump: the Cache's own
+    # warning log must not add lines to the one-line error
+    code = (
+        "import sys, cachekit as ck, cachekit.cache as c, cachekit.cli\n"
+        "def gone(self):\n"
+        "    raise ck.BackendUnavailableError('Redis SET failed: ConnectionError: gone')\n"
+        "c.Cache._bump_namespace = gone\n"
+        f"sys.exit(ck.cli.main(['flush', {redis_url!r}, '--namespace', {namespace!r}, '--yes']))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("\n") == 1 and "cannot reach" in proc.stderr, proc.stderr
+    assert proc.stdout == ""
 
 
 @pytest.mark.parametrize(

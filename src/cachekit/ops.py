@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import logging
 import os
 import re
 import urllib.error
@@ -480,11 +481,19 @@ def _flush(args: argparse.Namespace, out: TextIO, err: TextIO, stdin: TextIO) ->
         options.update(socket_timeout=TIMEOUT, connect_timeout=TIMEOUT)
     elif scheme == "memcached":
         options.update(timeout=TIMEOUT, connect_timeout=TIMEOUT)
-    cache = _call(args.url, lambda: Cache.from_url(args.url, namespace=args.namespace, **options))
+    # the Cache logs a backend failure as it raises it; here the one-line error says it all
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
     try:
-        _call(args.url, cache.clear)
-        after = _read_version(args.url, cache.backend, args.namespace)
+        cache = _call(
+            args.url, lambda: Cache.from_url(args.url, namespace=args.namespace, **options)
+        )
+        try:
+            _call(args.url, cache.clear)
+            after = _read_version(args.url, cache.backend, args.namespace)
+        finally:
+            cache.close()
     finally:
-        cache.close()
+        logging.disable(previous)
     out.write(f"flushed {where}: version {before or '(none)'} -> {after}\n")
     return 0
