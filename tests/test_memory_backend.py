@@ -421,11 +421,13 @@ def test_tinylfu_keeps_a_hot_set_through_a_scan_that_flushes_lru(clock: FakeCloc
             for key in hot:
                 if b.get(key) is MISSING:
                     b.set(key, 1, None)
-        for i in range(1000):  # a one-off scan, twice the capacity... ten times
+        for i in range(1000):  # a one-off scan of ten times the capacity
             if b.get(f"scan{i}") is MISSING:
                 b.set(f"scan{i}", 1, None)
         survivors[policy] = sum(b.get(key) is not MISSING for key in hot)
-    assert survivors == {"lru": 0, "tinylfu": 50}
+    assert survivors["lru"] == 0
+    # a scan key whose four sketch counters all collide with hot keys' can win its place: rare
+    assert survivors["tinylfu"] >= 48
 
 
 @pytest.mark.parametrize("policy", POLICIES)
