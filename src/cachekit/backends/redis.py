@@ -127,6 +127,18 @@ def _scrub(text: str, secrets: Iterable[str]) -> str:
     return text
 
 
+def _secrets_of(
+    username: str | None, password: str | None, options: Mapping[str, Any]
+) -> tuple[str, ...]:
+    """The credentials to scrub from error texts (too short ones would garble them)."""
+    found = [
+        username,
+        password,
+        *(options.get(k) for k in ("username", "password", "ssl_password")),
+    ]
+    return tuple(s for s in found if isinstance(s, str) and len(s) >= 4)
+
+
 def _failure(command: str, exc: BaseException, secrets: Iterable[str] = ()) -> CacheError:
     """Translate a redis-py error: refused by a healthy server, or the server unavailable."""
     detail = _scrub(f"{type(exc).__name__}: {exc}", secrets)
@@ -712,7 +724,7 @@ class RedisBackend(_RedisCommon):
         if parts.query:
             raise ConfigurationError("URL query options need RedisBackend.from_url(url)")
         username, password, hostpart = _credentials(parts.netloc)
-        self._secrets = tuple(s for s in (password, connection_options.get("password")) if s)
+        self._secrets = _secrets_of(username, password, connection_options)
         allowed = _COMMON_OPTIONS | (_TLS_OPTIONS if scheme == "rediss" else frozenset())
         if scheme != "unix":
             allowed |= _TCP_OPTIONS
@@ -882,7 +894,7 @@ class RedisClusterBackend(_RedisCommon):
         if parts.query:
             raise ConfigurationError("URL query options need RedisClusterBackend.from_url(url)")
         username, password, hosts = _credentials(parts.netloc)
-        self._secrets = tuple(s for s in (password, connection_options.get("password")) if s)
+        self._secrets = _secrets_of(username, password, connection_options)
         tls = scheme == "rediss+cluster"
         allowed = (_COMMON_OPTIONS | _TCP_OPTIONS | (_TLS_OPTIONS if tls else frozenset())) & set(
             REDIS_ALLOWED_KEYS
