@@ -211,8 +211,8 @@ class EncryptedSerializer:
             if len(packed) < len(plain) and len(plain) <= len(packed) * self.max_ratio:
                 head, plain = _ZLIB, packed
         kid, nonce = self._current_id, os.urandom(_NONCE)
-        sealed = self._current.encrypt(nonce, bytes(plain), self._aad(head, kid, key))
-        return head + kid + nonce + sealed
+        sealed = self._current.encrypt(nonce, plain, self._aad(head, kid, key))
+        return b"".join((head, kid, nonce, sealed))
 
     def _open(self, key: str | None, data: Any) -> Any:
         data = as_bytes(data)
@@ -230,7 +230,7 @@ class EncryptedSerializer:
             raise SerializationError(f"value encrypted with unknown key id {kid.hex()}")
         nonce = data[1 + KEY_ID_LENGTH : _HEADER]
         try:
-            plain = cipher.decrypt(nonce, data[_HEADER:], self._aad(head, kid, key))
+            plain = cipher.decrypt(nonce, memoryview(data)[_HEADER:], self._aad(head, kid, key))
         except Exception as exc:  # InvalidTag: tampered, truncated, or moved to another key
             raise SerializationError(
                 f"encrypted value does not authenticate under key id {kid.hex()} "
