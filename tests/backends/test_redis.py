@@ -24,7 +24,7 @@ from redis.cluster import RedisCluster
 import cachekit as ck
 from cachekit.backends.base import MISSING, SupportsCompareAndSet, SupportsServerStats
 from cachekit.backends.redis import MAX_TTL, RedisBackend, RedisClusterBackend
-from tests.faultkit import ServerProcess, closed_port, free_port, wait_for_port
+from tests.faultkit import ServerProcess, TrickleProxy, closed_port, free_port, wait_for_port
 
 
 def _key() -> str:
@@ -292,6 +292,19 @@ def test_rediss_against_a_real_tls_server() -> None:
             finally:
                 trusted.close()
                 untrusted.close()
+            # a trickling TLS server: the handshake and the reads share one deadline
+            with TrickleProxy(port, interval=0.2) as proxy:
+                slow = RedisBackend.from_url(
+                    f"rediss://127.0.0.1:{proxy.port}/0", ssl_ca_certs=cert
+                )
+                try:
+                    for _ in range(2):
+                        started = time.perf_counter()
+                        with pytest.raises(ck.BackendUnavailableError):
+                            slow.get("k")
+                        assert time.perf_counter() - started < 0.6
+                finally:
+                    slow.close()
     finally:
         shutil.rmtree(certdir, ignore_errors=True)
 
