@@ -21,7 +21,7 @@ Every command runs under one deadline (``timeout``, connect included). A
 connection whose command did not finish (deadline, error, cancellation) is
 aborted, never reused, so an answer left on the wire cannot be read by the
 next command. Connections belong to the event loop that opened them: each loop
-gets its own idle lists.
+gets its own idle lists, closed by ``aclose()`` or when that loop shuts down.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ from ..memcached import (
     memcached_expire,
     memcached_key,
 )
-from . import command_deadline
+from . import PerLoop, command_deadline
 
 __all__ = ["AsyncMemcachedBackend"]
 
@@ -140,6 +140,16 @@ class _Conn:
         return [_check(await self.reader.readuntil(b"\r\n")) for _ in commands]
 
 
+async def _close_all(pools: dict[str, collections.deque[_Conn]]) -> None:
+    """Close every idle connection of one loop's table."""
+    for conns in pools.values():
+        while conns:
+            conn = conns.pop()
+            conn.writer.close()
+            with suppress(OSError):
+                await conn.writer.wait_closed()
+
+
 def _store(verb: bytes, mkey: bytes, data: bytes, exptime: int, extra: bytes = b"") -> bytes:
     return b"%s %s 0 %d %d%s\r\n%s\r\n" % (verb, mkey, exptime, len(data), extra, data)
 
@@ -207,10 +217,13 @@ class AsyncMemcachedBackend(AsyncBackend):
         )
         # node name -> monotonic time until which it is skipped (pools only)
         self._down: dict[str, float] = {}
-        # event loop -> node name -> idle connections
-        self._pools: dict[asyncio.AbstractEventLoop, dict[str, collections.deque[_Conn]]] = {}
-        self._last: tuple[Any, dict[str, collections.deque[_Conn]]] = (None, {})
-        self._closed = False
+        # node name -> idle connections, one such table per event loop
+        self._pools: PerLoop[dict[str, collections.deque[_Conn]]] = PerLoop(
+            "AsyncMemcachedBackend",
+            lambda: {name: collections.deque() for name in self._addresses},
+            _close_all,
+        )
+        self._idle = self._pools.get
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> AsyncMemcachedBackend:
@@ -238,22 +251,6 @@ class AsyncMemcachedBackend(AsyncBackend):
 
     # ------------------------------------------------------------ connections
 
-    def _idle(self) -> dict[str, collections.deque[_Conn]]:
-        """Idle connections of the running loop, by node."""
-        loop = asyncio.get_running_loop()
-        last_loop, pools = self._last
-        if last_loop is loop:
-            return pools
-        if self._closed:
-            raise BackendUnavailableError("AsyncMemcachedBackend is closed")
-        found = self._pools.get(loop)
-        if found is None:
-            for old in [old for old in self._pools if old.is_closed()]:
-                del self._pools[old]  # their sockets closed with their loop
-            found = self._pools[loop] = {name: collections.deque() for name in self._addresses}
-        self._last = (loop, found)
-        return found
-
     async def _connect(self, node: str) -> _Conn:
         host, port = self._addresses[node]
         context = self.tls_context
@@ -275,7 +272,7 @@ class AsyncMemcachedBackend(AsyncBackend):
         return None
 
     def _give_back(self, idle: collections.deque[_Conn], conn: _Conn) -> None:
-        if len(idle) < self._pool_size and not self._closed:
+        if len(idle) < self._pool_size and not self._pools.closed:
             if self.pool_idle_timeout:
                 conn.idle_since = time.monotonic()
             idle.append(conn)
@@ -502,20 +499,11 @@ class AsyncMemcachedBackend(AsyncBackend):
         return removed
 
     async def aclose(self) -> None:
-        """Close the running loop's connections; the backend must not be used afterwards."""
-        self._closed = True
-        self._last = (None, {})
-        pools, self._pools = self._pools, {}
-        try:
-            idle = pools.get(asyncio.get_running_loop(), {})
-        except RuntimeError:  # pragma: no cover - aclose is awaited, so a loop runs
-            return
-        for conns in idle.values():
-            while conns:
-                conn = conns.pop()
-                conn.writer.close()
-                with suppress(OSError):
-                    await conn.writer.wait_closed()
+        """Close the running loop's connections; the backend must not be used afterwards.
+
+        Connections opened on other event loops are closed when those loops shut down.
+        """
+        await self._pools.aclose()
 
     # ------------------------------------------------------------ capabilities
 

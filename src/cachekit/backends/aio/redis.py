@@ -13,13 +13,12 @@ an async backend on one server read each other's entries and leases.
 - connection pools belong to one event loop: each backend keeps one client per
   running loop (built on first use there), so a backend used from several
   loops (e.g. one ``asyncio.run`` per test) never hands a connection across;
-- ``aclose()`` disconnects the current loop's pool; clients of loops that have
-  already closed are dropped (their sockets went with the loop).
+  ``aclose()`` disconnects the running loop's pool, the others are
+  disconnected when their loops shut down (``asyncio.run`` does that).
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import inspect
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -32,7 +31,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError
 
-from ...errors import BackendUnavailableError, ConfigurationError
+from ...errors import ConfigurationError
 from ..base import MISSING, AsyncBackend
 from ..redis import (
     _CAS_LUA,
@@ -55,7 +54,7 @@ from ..redis import (
     _split_options,
     _whole,
 )
-from . import command_deadline
+from . import PerLoop, command_deadline
 
 __all__ = ["AsyncRedisBackend", "AsyncRedisClusterBackend"]
 
@@ -94,7 +93,6 @@ class _AsyncRedisCommon(AsyncBackend):
     max_value_size: int | None = DEFAULT_MAX_VALUE_SIZE
     _timeout: float = DEFAULT_TIMEOUT
     _secrets: tuple[str, ...] = ()
-    _closed = False
 
     def _data(self, key: str, value: Any) -> bytes | bytearray | memoryview:
         """Check a value before it is sent: the sync backends' bytes-only and size checks."""
@@ -103,25 +101,12 @@ class _AsyncRedisCommon(AsyncBackend):
     def _build(self) -> Any:
         raise NotImplementedError
 
-    def _init_clients(self) -> None:
-        self._clients: dict[asyncio.AbstractEventLoop, Any] = {}
-        self._last: tuple[asyncio.AbstractEventLoop | None, Any] = (None, None)
+    async def _dispose(self, client: Any) -> None:
+        raise NotImplementedError
 
-    def _client(self) -> Any:
-        """The client of the running loop (built there on first use)."""
-        loop = asyncio.get_running_loop()
-        last_loop, client = self._last
-        if last_loop is loop:
-            return client
-        if self._closed:
-            raise BackendUnavailableError(f"{type(self).__name__} is closed")
-        client = self._clients.get(loop)
-        if client is None:
-            for old in [old for old in self._clients if old.is_closed()]:
-                del self._clients[old]  # its sockets closed with it
-            client = self._clients[loop] = self._build()
-        self._last = (loop, client)
-        return client
+    def _init_clients(self) -> None:
+        self._clients: PerLoop[Any] = PerLoop(type(self).__name__, self._build, self._dispose)
+        self._client = self._clients.get
 
     async def _run(self, command: str, call: Callable[[Any], Awaitable[_T]]) -> _T:
         """Await ``call(client)`` under this command's deadline; translate redis-py's errors."""
@@ -233,23 +218,12 @@ class _AsyncRedisCommon(AsyncBackend):
             for name, field in fields.items()
         }
 
-    async def _dispose(self, client: Any) -> None:
-        raise NotImplementedError
-
     async def aclose(self) -> None:
-        """Disconnect the running loop's connections; the backend must not be used afterwards."""
-        if self._closed:
-            return
-        self._closed = True
-        self._last = (None, None)
-        clients, self._clients = self._clients, {}
-        try:
-            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-        except RuntimeError:  # pragma: no cover - aclose is awaited, so a loop runs
-            loop = None
-        client = clients.get(loop) if loop is not None else None
-        if client is not None:
-            await self._dispose(client)
+        """Disconnect the running loop's connections; the backend must not be used afterwards.
+
+        Pools opened on other event loops are disconnected when those loops shut down.
+        """
+        await self._clients.aclose()
 
 
 def _retry() -> Retry:
