@@ -260,7 +260,6 @@ def deadline_connection_class(base: type[Any]) -> type[Any]:
 # ---------------------------------------------------------------- URLs and options
 
 
-# Query parameters we understand, with their types (keyword options need the same types).
 def _flag(value: str) -> bool:
     lowered = value.lower()
     if lowered in ("1", "true", "yes", "on"):
@@ -270,6 +269,7 @@ def _flag(value: str) -> bool:
     raise ValueError(f"not a boolean: {value!r}")
 
 
+# Query parameters we understand, with their types (keyword options need the same types).
 _QUERY_TYPES: dict[str, Callable[[str], Any]] = {
     "socket_timeout": float,
     "connect_timeout": float,
@@ -345,8 +345,9 @@ def _split_options(url: str, options: Mapping[str, Any]) -> tuple[Any, dict[str,
         try:
             merged[name] = convert(values[-1])
         except ValueError:
+            kind = {float: "a number", int: "a whole number", _flag: "true or false"}
             raise ConfigurationError(
-                f"Redis URL option {name!r} needs a {getattr(convert, '__name__', 'value')}, "
+                f"Redis URL option {name!r} needs {kind.get(convert, 'a value')}, "
                 f"not {values[-1]!r}"
             ) from None
     merged.update(options)
