@@ -3,6 +3,8 @@ the recommendation, and the command end to end (SQLite, PostgreSQL, Redis, --jso
 
 from __future__ import annotations
 
+import functools
+import io
 import json
 import random
 import re
@@ -543,6 +545,26 @@ def test_bench_labels_each_repeat_for_the_progress_bar(store: SqlUserStore) -> N
     ]  # fmt: skip
     assert [len(r) for r in runs] == [3, 3]
     assert progress_total(config, None) == 2 * 3 * 50
+
+
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_bench_progress_goes_to_a_terminals_stderr_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bench_cli, "Progress", functools.partial(cli.Progress, delay=0.0))
+    args = cli._build_parser().parse_args([*SIM, "--ttl", "60", "--strategies", "none,cache-aside"])
+    args.quiet = False
+    out, err = io.StringIO(), _Tty()
+    assert bench_cli.run_bench_command(args, out, err) == 0
+    drawn = err.getvalue()
+    assert "none (1/3)" in drawn and "%" in drawn  # the label names the repeat
+    assert drawn.endswith("\r")  # erased before the table is printed
+    assert "\r" not in out.getvalue() and "cache-aside" in out.getvalue()
+    piped = io.StringIO()  # not a terminal: nothing drawn
+    assert bench_cli.run_bench_command(args, io.StringIO(), piped) == 0
+    assert piped.getvalue() == ""
 
 
 @pytest.mark.parametrize(
