@@ -117,6 +117,12 @@ def test_inspect_a_redis_key_shows_ttl_size_and_value(
     code, out, _ = _run(capsys, "inspect", redis_url, long_key, "--namespace", namespace,
                         "--serializer", "none")  # fmt: skip
     assert code == 0 and "value (raw): b'" in out
+    # a key whose load is in progress holds a lease, not a value
+    from cachekit.cache import LEASE_MARK
+
+    redis_cache.backend.set(redis_cache.full_key("loading"), LEASE_MARK + b"token", 10)
+    code, out, _ = _run(capsys, "inspect", redis_url, "--namespace", namespace, "loading")
+    assert code == 0 and "a load in progress holds this key (a lease)" in out
 
 
 def test_inspect_a_missing_key_or_an_unused_namespace(

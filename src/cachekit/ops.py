@@ -23,6 +23,7 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from .backends import MISSING, Backend, backend_from_url
 from .backends.base import SupportsServerStats
+from .cache import LEASE_MARK
 from .errors import BackendUnavailableError, CacheError, ConfigurationError
 from .keys import MAX_KEY_LENGTH, encode_key
 
@@ -37,7 +38,6 @@ COUNT_LIMIT = 100_000
 #: Characters of a decoded value shown by ``inspect KEY``.
 PREVIEW = 500
 
-_LEASE_MARK = b"\x00ck-lease:"  # what Cache stores while a load holds the key's lease
 _SECRET_PARAMS = re.compile(r"pass|secret|token|key", re.I)
 _SAMPLE = re.compile(r"^(cachekit_[A-Za-z0-9_:]*)(?:\{(.*)\})?\s+(\S+)(?:\s+\S+)?$")
 _LABEL = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)="((?:[^"\\]|\\.)*)"')
@@ -105,6 +105,13 @@ def scrub(text: str, *urls: str) -> str:
 # ---------------------------------------------------------------- the parser
 
 
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
 def add_ops_commands(sub: Any) -> None:
     """Add ``inspect``, ``stats`` and ``flush`` to the ``cachekit`` subcommand parsers."""
     inspect = sub.add_parser(
@@ -133,7 +140,7 @@ def add_ops_commands(sub: Any) -> None:
     )
     inspect.add_argument("--pickle-key", default=None, help="signing key of pickled values")
     inspect.add_argument(
-        "--limit", type=int, default=20, metavar="N", help="keys to show in the sample (20)"
+        "--limit", type=_count, default=20, metavar="N", help="keys to show in the sample (20)"
     )
     stats = sub.add_parser(
         "stats",
@@ -354,7 +361,7 @@ def _show_entry(args: argparse.Namespace, backend: Backend, prefix: str, out: Te
     out.write(f"ttl left:   {_ttl_left(args.url, backend, full)}\n")
     size = len(data) if isinstance(data, bytes) else len(repr(data))
     out.write(f"size:       {size:,} bytes\n")
-    if isinstance(data, bytes) and data.startswith(_LEASE_MARK):
+    if isinstance(data, bytes) and data.startswith(LEASE_MARK):
         out.write("value:      a load in progress holds this key (a lease), no value yet\n")
         return 0
     if serializer is None:
