@@ -440,3 +440,21 @@ class ReplyServer:
         for c in self._conns:
             with contextlib.suppress(OSError):
                 c.close()
+
+
+class FullBacklogServer:
+    """A listener whose accept queue is full: a new connection's handshake never completes."""
+
+    def __init__(self) -> None:
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(0)  # one queued connection fills it; nothing is ever accepted
+        self.port = int(self._sock.getsockname()[1])
+        self._filler = socket.create_connection(("127.0.0.1", self.port), timeout=2)
+
+    def __enter__(self) -> FullBacklogServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._filler.close()
+        self._sock.close()

@@ -20,6 +20,7 @@ from cachekit.backends.memcached import (
     memcached_key,
 )
 from tests.faultkit import (
+    FullBacklogServer,
     MemcachedProcess,
     ReplyServer,
     ServerProcess,
@@ -241,6 +242,17 @@ def test_a_trickling_pool_cannot_hold_a_command_past_its_deadline(
         for node in nodes:
             _seed(node, dict.fromkeys(keys, b"value" * 4))
         _assert_bounded(backend, command, keys)
+
+
+@pytest.mark.parametrize("command", ["get", "set", "get_many"])
+def test_a_hanging_connect_counts_against_the_deadline(command: str) -> None:
+    """The deadline covers the connect: a generous connect_timeout cannot stretch the command."""
+    with FullBacklogServer() as server:
+        backend = MemcachedBackend([("127.0.0.1", server.port)], connect_timeout=5)
+        try:
+            _assert_bounded(backend, command, ["k1", "k2"])
+        finally:
+            backend.close()
 
 
 def test_a_trickling_server_opens_the_breaker(memcached_url: str) -> None:
