@@ -73,8 +73,9 @@ class LruPolicy:
         self.order.clear()
 
 
-_HALVE = bytes(i >> 1 for i in range(256))
 _COUNT_MAX = 63  # counts saturate here (bytes, not Caffeine's 4-bit nibbles: finer at the margin)
+_INCREMENT = bytes(min(i + 1, _COUNT_MAX) for i in range(256))
+_HALVE = bytes(i >> 1 for i in range(256))
 _WIDTH = 4  # counters per row per entry of capacity: few collisions on small caches
 _AGE = 40  # halve every count after this many increments per entry of capacity
 
@@ -91,44 +92,38 @@ class FrequencySketch:
         while width < _WIDTH * maxsize and width < 1 << 24:
             width <<= 1
         self.mask = width - 1
-        self.width = width
-        self.table = bytearray(4 * width)
+        self.rows = [bytearray(width) for _ in range(4)]
         self.sample_size = _AGE * maxsize
         self.additions = 0
 
-    def _slots(self, key: str) -> tuple[int, int, int, int]:
-        h = hash(key)  # str hashes are SipHash: well mixed; rows take different bit slices
-        mask, width = self.mask, self.width
-        return (
-            h & mask,
-            width + ((h >> 13) & mask),
-            2 * width + ((h >> 26) & mask),
-            3 * width + ((h >> 39) & mask),
-        )
+    # str hashes are SipHash, well mixed: each row indexes by its own slice of the bits
 
     def frequency(self, key: str) -> int:
         """Return the estimated recent use count of ``key``."""
-        t = self.table
-        a, b, c, d = self._slots(key)
-        return min(t[a], t[b], t[c], t[d])
+        h, m = hash(key), self.mask
+        r0, r1, r2, r3 = self.rows
+        return min(r0[h & m], r1[(h >> 13) & m], r2[(h >> 26) & m], r3[(h >> 39) & m])
 
     def increment(self, key: str) -> None:
         """Count one use of ``key``."""
-        t = self.table
-        added = False
-        for i in self._slots(key):
-            if t[i] < _COUNT_MAX:
-                t[i] += 1
-                added = True
-        if added:
-            self.additions += 1
-            if self.additions >= self.sample_size:
-                self.table = bytearray(t.translate(_HALVE))
-                self.additions //= 2
+        h, m, inc = hash(key), self.mask, _INCREMENT
+        r0, r1, r2, r3 = self.rows
+        i = h & m
+        r0[i] = inc[r0[i]]
+        i = (h >> 13) & m
+        r1[i] = inc[r1[i]]
+        i = (h >> 26) & m
+        r2[i] = inc[r2[i]]
+        i = (h >> 39) & m
+        r3[i] = inc[r3[i]]
+        self.additions += 1
+        if self.additions >= self.sample_size:
+            self.rows = [bytearray(row.translate(_HALVE)) for row in self.rows]
+            self.additions //= 2
 
     def clear(self) -> None:
         """Forget every count."""
-        self.table = bytearray(len(self.table))
+        self.rows = [bytearray(len(row)) for row in self.rows]
         self.additions = 0
 
 
@@ -141,7 +136,7 @@ class FrequencySketch:
 _MINI = 128  # each miniature holds 128 to 255 keys (the whole capacity below that)
 _PERIOD = 5  # sampled requests per decision, in miniature capacities
 _DELTA = 0.05  # the miniatures' windows: the real share -/+ 5 % of the capacity
-_STEP = (0.01, 0.05, 0.25)  # smallest, first, largest move of the share
+_STEP = (0.01, 0.1, 0.5)  # smallest, first, largest move of the share
 _Z = 2.0  # move only if the difference is over two standard deviations of a fair coin
 
 
@@ -259,16 +254,16 @@ class TinyLfuPolicy:
         if hit and self.minis is not None and not (hash(key) >> 56) & self.sample_mask:
             self._sample(key)
         self.sketch.increment(key)
-        if key in self.window:
-            self.window.move_to_end(key)
+        protected = self.protected
+        if key in protected:
+            protected.move_to_end(key)
         elif key in self.probation:
             del self.probation[key]
-            protected = self.protected
             protected[key] = None
             if len(protected) > self.protected_max:
                 self.probation[protected.popitem(last=False)[0]] = None
-        elif key in self.protected:
-            self.protected.move_to_end(key)
+        elif key in self.window:
+            self.window.move_to_end(key)
 
     def remove(self, key: str) -> None:
         """Forget ``key``."""
