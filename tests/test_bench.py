@@ -176,6 +176,7 @@ def test_generated_real_clock_run_measures_everything(store: SqlUserStore) -> No
     )
     r = run_combination(store, config, "write-through", 30.0)
     assert r.ops > 100 and r.throughput > 0 and 0.25 < r.wall_seconds < 5
+    assert r.window_s == 0.3 < r.wall_seconds  # a 0.3 s TTL never expired in it: flagged
     assert r.hits + r.misses == r.reads and r.hit_ratio > 0.5
     # one SELECT per miss (the write's RETURNING is a write), minus the misses that waited
     # for another thread's load of the same key (single-flight)

@@ -368,6 +368,7 @@ class BenchResult(ScenarioResult):
     p95_us: float = 0.0
     threads: int = 1
     clock: str = "real"
+    timed_s: float | None = None  # a real-clock run's --duration (its wall time runs over)
 
     @property
     def ops(self) -> int:
@@ -397,7 +398,9 @@ class BenchResult(ScenarioResult):
     @property
     def window_s(self) -> float:
         """Seconds the run covered on its clock (simulated or wall): what a TTL is held against."""
-        return self.simulated_seconds if self.clock == "simulated" else self.wall_seconds
+        if self.clock == "simulated":
+            return self.simulated_seconds
+        return min(self.wall_seconds, self.timed_s or math.inf)
 
     def as_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict (without the raw latencies)."""
@@ -589,6 +592,7 @@ def run_combination(
         p95_us=percentile(lat_us, 95),
         threads=config.threads,
         clock=config.clock,
+        timed_s=config.duration if timed_ms is not None else None,
     )
 
 
