@@ -245,6 +245,14 @@ def test_flush_asks_first(
     assert code == 1 and "[y/N]" in err and "not flushed" in err
     fresh = ck.Cache.from_url(memcached_url, namespace=namespace)
     assert fresh.get("k") == "v"
+
+    class Interrupted(_Tty):
+        def readline(self, size: int | None = -1) -> str:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr("sys.stdin", Interrupted())
+    code, _, err = _run(capsys, "flush", memcached_url, "--namespace", namespace)
+    assert code == 130 and err.endswith("cachekit flush: interrupted\n") and "Traceback" not in err
     monkeypatch.setattr("sys.stdin", _Tty("y\n"))
     code, out, err = _run(capsys, "flush", memcached_url, "--namespace", namespace)
     assert code == 0 and "flushed" in out, err

@@ -179,6 +179,9 @@ def run_ops_command(args: argparse.Namespace, out: TextIO, err: TextIO, stdin: T
         return run(args, out, err, stdin)
     except _Failed as exc:
         message, code = str(exc), exc.code
+    except KeyboardInterrupt:
+        err.write(f"\ncachekit {args.command}: interrupted\n")
+        return 130
     except Exception as exc:  # a driver's surprise still gets one line, never a traceback
         message, code = f"{type(exc).__name__}: {exc}", 2
     line = " ".join(scrub(message, *urls).split())
