@@ -11,7 +11,8 @@ Three tables:
 - **throughput**: operations per second, single thread: a hit (``get`` of a
   live key), a write that evicts (``set`` of a new key into a full store), and
   a cache-aside replay of a Zipf(1.1) trace over 10,000 keys at capacity 1,000
-  (``get``, then ``set`` on a miss). Median of ``--rounds`` rounds.
+  (``get``, then ``set`` on a miss, from an empty store). Median of
+  ``--rounds`` rounds; each round runs every store in turn.
 - **hit ratio**: the same replay's hit ratio, plus the loop and recency traces.
 
 ``theine`` (W-TinyLFU in Rust) joins when importable; it is not a dependency:
@@ -194,18 +195,15 @@ def memory_table(n: int) -> list[str]:
 # -- throughput and hit ratio
 
 
-def ops_per_second(run: Callable[[], int], rounds: int) -> float:
-    """Median over rounds of operations per second (``run`` returns how many it did)."""
-    rates = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        count = run()
-        rates.append(count / (time.perf_counter() - start))
-    return statistics.median(rates)
+def timed(run: Callable[[], int]) -> float:
+    """Operations per second of one call of ``run`` (which returns how many it did)."""
+    start = time.perf_counter()
+    count = run()
+    return count / (time.perf_counter() - start)
 
 
-def throughput_row(make: Callable[[int], Ops], rounds: int, trace: list[str]) -> list[float]:
-    """Return one store's hits, evicting writes and Zipf replay operations per second."""
+def workloads(make: Callable[[int], Ops], trace: list[str]) -> list[Callable[[], int]]:
+    """Return one store's three timed workloads: hits, evicting writes, Zipf replay."""
     capacity = 1000
     hit, store = make(capacity)
     warm = [f"w{i}" for i in range(capacity)]
@@ -217,12 +215,12 @@ def throughput_row(make: Callable[[int], Ops], rounds: int, trace: list[str]) ->
             hit(k)
         return len(warm)
 
-    counter = iter(range(10**9))
+    writer, fresh = make(capacity), iter(range(10**9))
 
     def writes() -> int:
-        for _ in range(5000):
-            store(f"new{next(counter)}")
-        return 5000
+        for _ in range(2000):
+            writer[1](f"new{next(fresh)}")
+        return 2000
 
     def replay() -> int:
         h, s = make(capacity)
@@ -231,20 +229,23 @@ def throughput_row(make: Callable[[int], Ops], rounds: int, trace: list[str]) ->
                 s(k)
         return len(trace)
 
-    return [
-        ops_per_second(hits, rounds * 20),
-        ops_per_second(writes, rounds * 4),
-        ops_per_second(replay, rounds),
-    ]
+    return [hits, writes, replay]
 
 
 def throughput_table(rounds: int) -> list[str]:
-    trace = synthetic("zipf", 100_000)
+    """Rounds interleave the stores, so machine noise falls on all of them alike."""
+    trace = synthetic("zipf", 50_000)
+    contestants = [(name, workloads(make, trace)) for name, make in stores()]
+    rates: dict[str, list[list[float]]] = {name: [[], [], []] for name, _ in contestants}
+    for _ in range(rounds):
+        for name, runs in contestants:
+            for i, run in enumerate(runs):
+                rates[name][i].append(timed(run))
     rows = ["| store | hit (get) | evicting write (set) | Zipf replay (get + set on miss) |"]
     rows.append("|---|---:|---:|---:|")
-    for name, make in stores():
-        cells = throughput_row(make, rounds, trace)
-        rows.append(f"| {name} | " + " | ".join(f"{c / 1e6:.2f} M/s" for c in cells) + " |")
+    for name, _ in contestants:
+        cells = [statistics.median(r) / 1e6 for r in rates[name]]
+        rows.append(f"| {name} | " + " | ".join(f"{c:.2f} M/s" for c in cells) + " |")
     return rows
 
 

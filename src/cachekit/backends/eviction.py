@@ -148,6 +148,7 @@ class TinyLfuPolicy:
         self.window: collections.OrderedDict[str, None] = collections.OrderedDict()
         self.probation: collections.OrderedDict[str, None] = collections.OrderedDict()
         self.protected: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self.size = 0  # keys in the three segments
         self.sketch = FrequencySketch(maxsize)
         self.window_max = 1
         self.protected_max = 0
@@ -188,7 +189,7 @@ class TinyLfuPolicy:
             window[source.popitem(last=False)[0]] = None
 
     def __len__(self) -> int:
-        return len(self.window) + len(self.probation) + len(self.protected)
+        return self.size
 
     def _sample(self, key: str) -> None:
         """Replay a sampled request into both miniatures; move the window toward the winner."""
@@ -233,7 +234,8 @@ class TinyLfuPolicy:
         if len(window) > self.window_max:
             candidate = window.popitem(last=False)[0]
             self.probation[candidate] = None
-        return self._evict(candidate) if len(self) > self.maxsize else None
+        self.size += 1
+        return self._evict(candidate) if self.size > self.maxsize else None
 
     def _evict(self, candidate: str | None) -> str:
         """Remove and return the main's victim, or the candidate if it is not used more often."""
@@ -267,14 +269,16 @@ class TinyLfuPolicy:
 
     def remove(self, key: str) -> None:
         """Forget ``key``."""
-        if self.window.pop(key, 0) is None:
-            return
-        if self.probation.pop(key, 0) is None:
-            return
-        self.protected.pop(key, None)
+        if (
+            self.window.pop(key, 0) is None
+            or self.probation.pop(key, 0) is None
+            or self.protected.pop(key, 0) is None
+        ):
+            self.size -= 1
 
     def clear(self) -> None:
         """Forget every key and count (the window size learned is kept)."""
+        self.size = 0
         self.window.clear()
         self.probation.clear()
         self.protected.clear()
