@@ -132,6 +132,27 @@ def test_stalled_server_in_strict_mode_raises() -> None:
             cache.close()
 
 
+@pytest.mark.parametrize("first", ["get", "set"])
+def test_after_a_restart_one_failure_drops_every_stale_connection(
+    server: ServerProcess, first: str
+) -> None:
+    """Reads and writes keep separate idle connections; one failure retires both."""
+    backend = MemcachedBackend([("127.0.0.1", server.port)])
+    try:
+        backend.set("k", b"v", 60)
+        assert backend.get("k") == b"v"  # an idle read and an idle write connection
+        server.restart()
+        with pytest.raises(ck.BackendUnavailableError):
+            if first == "get":
+                backend.get("k")
+            else:
+                backend.set("k", b"x", 60)
+        backend.set("k", b"w", 60)  # no second failure on the other stale connection
+        assert backend.get("k") == b"w"
+    finally:
+        backend.close()
+
+
 def test_invalidation_during_an_outage_is_not_lost(server: ServerProcess) -> None:
     """A delete that could not be sent is replayed: the old value is not served after recovery.
 
@@ -365,7 +386,7 @@ def test_odd_replies_to_a_get_are_typed_and_drop_the_connection(
             with pytest.raises(error) as info:
                 backend.get("k")
             assert isinstance(info.value.__cause__, Exception)
-            assert not backend._single._idle  # never reused for the next command
+            assert not backend.client._idle  # never reused for the next command
         finally:
             backend.close()
 
@@ -376,7 +397,7 @@ def test_a_good_reply_is_read_whole() -> None:
         try:
             assert backend.get("k") == b"a\r\nb!"  # a value may hold the line ending
             assert backend.get("k") == b"a\r\nb!"  # and the connection is reused
-            assert len(backend._single._idle) == 1
+            assert len(backend.client._idle) == 1
         finally:
             backend.close()
 

@@ -421,6 +421,24 @@ class _FastPooledClient(PooledClient):  # type: ignore[misc]
             client.close()
         return default if value is None else value
 
+    def drop_idle(self) -> None:
+        """Close every idle connection: after one failed, the rest likely lead to a dead server.
+
+        Reads and writes keep separate idle connections; without this, a write
+        after a server restart would still find a stale one that no read touched.
+        """
+        while True:
+            try:
+                self._idle.pop().close()
+            except IndexError:
+                break
+        pool = self.client_pool
+        with pool._lock:  # pymemcache's ObjectPool has no public "drop the free ones"
+            stale = list(pool._free_objs)
+            pool._free_objs.clear()
+        for conn in stale:
+            conn.close()
+
     def close(self) -> None:
         super().close()
         while self._idle:
@@ -552,7 +570,10 @@ class MemcachedBackend(Backend):
         """Create the pymemcache client for this backend's servers (no connection yet)."""
         if len(self._addresses) == 1:
             return _FastPooledClient(self._addresses[0], **self._options)
-        return HashClient(self._addresses, use_pooling=True, **self._options)
+        ring = HashClient(self._addresses, use_pooling=True, **self._options)
+        for name, node in list(ring.clients.items()):  # each node gets the lean read path too
+            ring.clients[name] = _FastPooledClient(node.server, **self._options)
+        return ring
 
     def _attach(self, client: Any) -> None:
         """Route every call through ``client`` (and its per-node clients)."""
@@ -578,7 +599,6 @@ class MemcachedBackend(Backend):
             else functools.partial(encode_key, max_length=MAX_KEY_BYTES - prefix, ascii_only=True)
         )
         self.server_address = "memcached://" + ",".join(self._nodes)
-        self._single: Any = None if self._hasher is not None else client
         self._single_name = next(iter(self._nodes))
         # node name -> monotonic time until which it is skipped (pools only)
         self._down: dict[str, float] = {}
@@ -696,6 +716,9 @@ class MemcachedBackend(Backend):
                 return ServerValueTooLargeError(size, self._limit, key)
             return BackendRejectedError(f"memcached {node} refused {op}: {message}")
         self._mark_down(node)
+        client = self._nodes.get(node)
+        if isinstance(client, _FastPooledClient):
+            client.drop_idle()
         return BackendUnavailableError(
             f"memcached {node} failed during {op}: {type(exc).__name__}: {exc}"
         )
@@ -732,21 +755,23 @@ class MemcachedBackend(Backend):
         mkey = self._key(key)
         if self._pid != _Process.pid:
             self._after_fork()
-        single = self._single
-        if single is not None:  # the hot path, kept flat
-            deadline = _deadline
-            outer = deadline.at
-            if not outer:
-                deadline.at = time.monotonic() + self.timeout
-            try:
-                value = single.get(mkey)
-            except _FAILURES as exc:
-                raise self._failure(self._single_name, "get", exc) from exc
-            finally:
-                deadline.at = outer
-        else:
-            with self._command(), self._on(self._node_of(mkey), "get") as client:
-                value = client.get(mkey)
+        # the hot path, kept flat: what _command() and _on() do, without their frames
+        node = self._single_name if self._hasher is None else str(self._route(mkey))
+        if self._down:
+            self._check_down(node)
+        deadline = _deadline
+        outer = deadline.at
+        if not outer:
+            deadline.at = time.monotonic() + self.timeout
+        try:
+            value = self._nodes[node].get(mkey)
+        except _FAILURES as exc:
+            raise self._failure(node, "get", exc) from exc
+        finally:
+            deadline.at = outer
+        if self._down:
+            with self._down_lock:
+                self._down.pop(node, None)
         return MISSING if value is None else value
 
     def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
