@@ -406,6 +406,7 @@ class _FastPooledClient(PooledClient):  # type: ignore[misc]
         self._idle: collections.deque[Client] = collections.deque()
 
     def get(self, key: Any, default: Any = None) -> Any:
+        """Return the bytes stored under ``key`` (a ``memcached_key``), or ``default``."""
         try:
             client = self._idle.pop()
         except IndexError:
@@ -440,6 +441,7 @@ class _FastPooledClient(PooledClient):  # type: ignore[misc]
             conn.close()
 
     def close(self) -> None:
+        """Close every connection, pooled and idle."""
         super().close()
         while self._idle:
             self._idle.pop().close()
