@@ -77,6 +77,17 @@ class CircuitBreaker:
             self._probing = False
             return was_failing
 
+    def trip(self) -> bool:
+        """Open now, whatever the count (the backend cannot be used at all); True if it opened."""
+        with self._lock:
+            opening = not self.open_until or self._probing
+            self.failures = max(self.failures, self.failure_threshold)
+            self.open_until = self._timer() + self.reset_timeout
+            self._probing = False
+            if opening:
+                self.opened += 1
+            return opening
+
     def record_failure(self) -> bool:
         """Note a failed call; return True if this opened the breaker."""
         with self._lock:

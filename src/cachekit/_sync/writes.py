@@ -1,0 +1,276 @@
+"""Generated from ``_async/writes.py`` by ``scripts/unasync.py``: do not edit.
+
+Writes: encoding, stores, invalidations, ``clear``, and ``write`` (the source, then the cache).
+
+A write voids any load of its key in progress (its result may be older than
+the write); a store the backend refused drops the older value; a write that
+could not reach the backend is remembered as an invalidation to replay.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar
+
+from ..core.cells import KeyWrites, Write
+from ..core.leases import LEASE_MARK
+from ..errors import (
+    BackendRejectedError,
+    InvalidKeyError,
+    SerializationError,
+    ValueTooLargeError,
+)
+from ..policies import TTLLike, ttl_seconds
+from .primitives import Lock
+from .reads import Reads, checked
+
+__all__ = ["Writes"]
+
+T = TypeVar("T")
+
+
+class Writes(Reads):
+    """The write steps of a cache."""
+
+    def _encode(self, value: Any, full: str, key: str | None = None) -> Any:
+        """Serialize ``value`` for storage under the backend key ``full``."""
+        if self._dumps is None:
+            if isinstance(value, bytes) and value.startswith(LEASE_MARK):
+                raise SerializationError("a raw value may not start with cachekit's lease marker")
+            return value
+        data = self._dumps(full, value)
+        limit = self._max_value
+        if limit is not None and len(data) > limit:
+            raise ValueTooLargeError(len(data), limit, key)
+        return data
+
+    def _ttl_seconds(self, ttl: TTLLike) -> float | None:
+        return ttl_seconds(ttl, self.policy.ttl)
+
+    def _mark_flight(self, full: str) -> None:
+        """Void a load of ``full`` in progress: its result may be older than this write."""
+        if self._flights:
+            # under the lock: a load stores (in process) only while holding it, so it
+            # either sees this mark or finishes its store before this write's
+            with self._flights_lock:
+                flight = self._flights.get(full)
+                if flight is not None:
+                    flight.invalidated = True
+
+    def _store(self, full: str, data: Any, ttl: float | None, lease: bytes | None = None) -> bool:
+        """Write ``data``; with ``lease``, only over that lease (compare-and-set)."""
+        if self.breaker.open_until and self._skip("set"):
+            self._remember_invalidation((full,))
+            return False
+        with self._ordered((full,)) as go:
+            if not go:
+                return False
+            try:
+                if lease is None:
+                    self.backend.set(full, data, ttl)
+                elif not self.backend.compare_and_set(full, lease, data, ttl):  # type: ignore[attr-defined]
+                    self._answered()  # the server answered (and may be the probe)
+                    return False  # a write voided our lease meanwhile: it holds the newer value
+            except (ValueTooLargeError, InvalidKeyError):
+                raise
+            except BackendRejectedError as exc:
+                # the server refused this value and kept whatever it had: drop that too,
+                # the source has moved on
+                self._backend_error("set", exc)
+                self._drop_quietly(full)
+                return False
+            except Exception as exc:
+                # the server may still hold an older value: make sure it is dropped later
+                self._remember_invalidation((full,))
+                self._backend_error("set", exc)
+                return False
+            self._delivered((full,))
+        self._c_sets.incr()
+        if self.breaker.failures or self._pending:
+            self._backend_ok()
+        return True
+
+    def _drop_quietly(self, full: str) -> None:
+        """Delete ``full`` after a refused write; remember it if even that fails."""
+        try:
+            self.backend.delete(full)
+        except BackendRejectedError as exc:
+            self._backend_error("delete", exc, raise_strict=False)
+        except Exception as exc:
+            self._remember_invalidation((full,))
+            self._backend_error("delete", exc, raise_strict=False)
+
+    def set(self, key: str, value: Any, ttl: TTLLike = None) -> None:
+        """Store ``value`` under ``key``; ``ttl`` ``None`` uses the policy's TTL.
+
+        Raises ``SerializationError`` / ``ValueTooLargeError`` before touching
+        the backend, so the previous entry stays as it was.
+        """
+        full = self._full(checked(key))
+        data = self._encode(value, full, key)
+        seconds = self._ttl_seconds(ttl)
+        self._mark_flight(full)
+        if self._stale is not None:
+            self._stale.keep(full, value)  # the newest value, whether or not the backend took it
+        self._store(full, data, seconds)
+
+    def add(self, key: str, value: Any, ttl: TTLLike = None) -> bool:
+        """Store ``value`` only if ``key`` is not cached; return whether it was stored."""
+        full = self._full(checked(key))
+        data = self._encode(value, full, key)
+        if self.breaker.open_until and self._skip("add"):
+            return False
+        seconds = self._ttl_seconds(ttl)
+        if full in self._pending:
+            # the server may still hold a value this process invalidated: it must
+            # not make the add fail, so deliver that invalidation first
+            self._replay_pending()
+            if full in self._pending:
+                return False
+        with self._ordered((full,)) as go:
+            if not go:
+                return False
+            try:
+                added = self.backend.add(full, data, seconds)
+            except ValueTooLargeError:
+                raise
+            except Exception as exc:
+                self._backend_error("add", exc)
+                return False
+        if self.breaker.failures or self._pending:
+            self._backend_ok()
+        return bool(added)
+
+    def set_many(self, mapping: Mapping[str, Any], ttl: TTLLike = None) -> None:
+        """Store every item of ``mapping`` (one round trip on remote backends)."""
+        encoded = {}
+        for k, v in mapping.items():
+            full = self._full(checked(k))
+            encoded[full] = self._encode(v, full, k)
+        if not encoded:
+            return
+        seconds = self._ttl_seconds(ttl)
+        for full in encoded:
+            self._mark_flight(full)
+        if self.breaker.open_until and self._skip("set_many"):
+            self._remember_invalidation(encoded)
+            return
+        with self._ordered(encoded) as go:
+            if not go:
+                return
+            try:
+                self.backend.set_many(encoded, seconds)
+            except ValueTooLargeError:
+                raise
+            except BackendRejectedError as exc:
+                self._backend_error("set_many", exc)
+                for full in encoded:
+                    self._drop_quietly(full)
+                return
+            except Exception as exc:
+                self._remember_invalidation(encoded)
+                self._backend_error("set_many", exc)
+                return
+            self._delivered(encoded)
+        for _ in encoded:
+            self._c_sets.incr()
+        if self.breaker.failures or self._pending:
+            self._backend_ok()
+
+    def _invalidate(self, fulls: list[str]) -> int:
+        if self._stale is not None:
+            self._stale.forget(fulls)
+        for full in fulls:
+            self._mark_flight(full)
+        if self.breaker.open_until and self._skip("delete"):
+            self._remember_invalidation(fulls)
+            return 0
+        try:
+            removed = (
+                int(self.backend.delete(fulls[0]))
+                if len(fulls) == 1
+                else self.backend.delete_many(fulls)
+            )
+        except Exception as exc:
+            self._remember_invalidation(fulls)
+            self._backend_error("delete", exc)
+            return 0
+        self._delivered(fulls)
+        if self.breaker.failures or self._pending:
+            self._backend_ok()
+        for _ in range(removed):
+            self._c_invalidated.incr()
+        self._c_deletes.incr()
+        return removed
+
+    def delete(self, key: str) -> bool:
+        """Remove ``key``; return whether it was cached (False also when the backend is down)."""
+        return self._invalidate([self._full(checked(key))]) > 0
+
+    def delete_many(self, keys: Iterable[str]) -> int:
+        """Remove ``keys``; return how many were cached (where the backend can tell)."""
+        fulls = [self._full(checked(k)) for k in keys]
+        return self._invalidate(fulls) if fulls else 0
+
+    def clear(self) -> None:
+        """Drop every entry of this namespace (O(1): the namespace version changes)."""
+        if self._stale is not None:
+            self._stale.clear()
+        try:
+            self._bump_namespace()
+        except Exception as exc:
+            # keep our own view consistent; other processes learn it once the backend is back
+            self._ns.adopt("local-" + self._new_version())
+            with self._pending_lock:
+                self._pending_overflow = True
+                self._slow = True
+                self._start_replayer()
+            self._backend_error("clear", exc)
+
+    def write(self, key: str, writer: Callable[[], T], ttl: TTLLike = None) -> T:
+        """Run ``writer`` (a write to the source); then store its result or invalidate ``key``.
+
+        Write-through stores the result, cache-aside invalidates. If ``writer``
+        raises, the cache is not touched. When two writes to the same key overlap
+        in this process, their order at the source is unknown, so the key is
+        invalidated instead of storing a value that may be the older one.
+        """
+        full = self._full(checked(key))
+        mine = Write()
+        with self._flights_lock:
+            entry = self._writes.get(full)
+            if entry is None:
+                entry = self._writes[full] = KeyWrites(Lock())
+            if entry.active:
+                mine.conflict = True
+                for other in entry.active:
+                    other.conflict = True
+            entry.active.append(mine)
+        try:
+            result = writer()
+            with entry.step:
+                if self.policy.stores_on_write and not mine.conflict:
+                    try:
+                        self.set(key, result, ttl)
+                    except (SerializationError, ValueTooLargeError) as exc:
+                        # the source already changed: never leave the old value behind
+                        self._error_counter("encode").incr()
+                        self._logs.warn(
+                            "encode",
+                            "encode",
+                            exc,
+                            "cachekit: written value for %r not cached: %s",
+                            key,
+                            exc,
+                        )
+                        self.delete(key)
+                    if mine.conflict:  # a write overlapped ours while we stored: undo
+                        self.delete(key)
+                else:
+                    self.delete(key)
+            return result
+        finally:
+            with self._flights_lock:
+                entry.active.remove(mine)
+                if not entry.active:
+                    del self._writes[full]
