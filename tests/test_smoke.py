@@ -13,6 +13,9 @@ CONTRACT = {
     "InvalidKeyError", "SerializationError", "ValueTooLargeError",
     "BackendUnavailableError", "ConfigurationError", "Stats", "NO_EXPIRY", "CircuitBreaker",
     "JsonSerializer", "PickleSerializer", "Backend", "register_backend", "backend_from_url",
+    # second round
+    "AsyncCache", "AsyncBackend", "EncryptedSerializer", "BackendRejectedError",
+    "ReentrantLoadError", "KeyBoundSerializer",
 }  # fmt: skip
 
 CACHE_METHODS = {
@@ -31,6 +34,14 @@ def test_public_names_are_pinned() -> None:
 def test_cache_methods_are_pinned() -> None:
     missing = {m for m in CACHE_METHODS if not callable(getattr(ck.Cache, m, None))}
     assert not missing
+
+
+def test_async_cache_has_the_same_methods_awaited() -> None:
+    names = (CACHE_METHODS - {"close"}) | {"aclose"}
+    missing = {m for m in names if not callable(getattr(ck.AsyncCache, m, None))}
+    assert not missing
+    for name in names - {"from_url", "stats", "cached", "writes", "evicts", "child"}:
+        assert inspect.iscoroutinefunction(getattr(ck.AsyncCache, name)), name
 
 
 def test_get_has_default_and_set_has_ttl() -> None:

@@ -11,7 +11,9 @@ Nothing is created at import time; build a ``Cache`` yourself::
 
 from __future__ import annotations
 
+from .aio import AsyncCache
 from .backends import MISSING, Backend, backend_from_url, register_backend
+from .backends.base import AsyncBackend
 from .backends.memory import MemoryBackend
 from .cache import Cache
 from .decorators import CachedCallable
@@ -25,6 +27,7 @@ from .errors import (
     SerializationError,
     ValueTooLargeError,
 )
+from .encryption import EncryptedSerializer
 from .policies import NO_EXPIRY, TTL, CacheAside, Policy, WriteThrough
 from .resilience import CircuitBreaker
 from .serializers import (
@@ -42,6 +45,8 @@ __all__ = [
     "MISSING",
     "NO_EXPIRY",
     "TTL",
+    "AsyncBackend",
+    "AsyncCache",
     "Backend",
     "BackendRejectedError",
     "BackendUnavailableError",
@@ -51,6 +56,7 @@ __all__ = [
     "CachedCallable",
     "CircuitBreaker",
     "ConfigurationError",
+    "EncryptedSerializer",
     "InvalidKeyError",
     "JsonSerializer",
     "KeyBoundSerializer",
