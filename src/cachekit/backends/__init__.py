@@ -70,7 +70,7 @@ def _resolve(scheme: str) -> type[Backend]:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        hint = f"; install it with: pip install 'cachekit[{extra}]'" if extra else ""
+        hint = f"; install it with: pip install 'cachekit-py[{extra}]'" if extra else ""
         raise ConfigurationError(
             f"backend for {scheme}:// needs a driver that is not installed ({exc.name}){hint}"
         ) from exc
