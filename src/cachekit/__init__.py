@@ -17,6 +17,7 @@ from .backends.base import AsyncBackend
 from .backends.memory import MemoryBackend
 from .cache import Cache
 from .decorators import CachedCallable
+from .encryption import EncryptedSerializer
 from .errors import (
     BackendRejectedError,
     BackendUnavailableError,
@@ -27,7 +28,6 @@ from .errors import (
     SerializationError,
     ValueTooLargeError,
 )
-from .encryption import EncryptedSerializer
 from .policies import NO_EXPIRY, TTL, CacheAside, Policy, WriteThrough
 from .resilience import CircuitBreaker
 from .serializers import (

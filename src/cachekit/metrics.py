@@ -16,6 +16,7 @@ See ``docs/metrics.md``.
 from __future__ import annotations
 
 import atexit
+import inspect
 import logging
 import os
 import re
@@ -26,6 +27,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, TypeAlias
 from urllib.parse import urlsplit, urlunsplit
 
+from .aio import AsyncCache
 from .backends.base import Backend, SupportsEvictionCounts, SupportsServerStats
 from .cache import Cache
 from .errors import ConfigurationError
@@ -67,8 +69,9 @@ log = logging.getLogger("cachekit.metrics")
 
 _LABELS = ("cache", "backend")
 
-#: What can be exported: a ``Cache``, or a ``CachedRepository`` (its own row counters).
-Exported: TypeAlias = "Cache | CachedRepository[Any]"
+#: What can be exported: a ``Cache`` or ``AsyncCache``, or a ``CachedRepository``
+#: (its own row counters).
+Exported: TypeAlias = "Cache | AsyncCache | CachedRepository[Any]"
 
 
 def _counted(target: Exported) -> Cache:
@@ -78,15 +81,15 @@ def _counted(target: Exported) -> Cache:
     ``<cache namespace>/<table>``, the ``cache`` label of its series), whose
     counters are what ``repo.stats()`` returns.
     """
-    if isinstance(target, Cache):
-        return target
+    if isinstance(target, (Cache, AsyncCache)):
+        return target  # type: ignore[return-value]  # the same counters and attributes
     # a repository exists only if its module was imported: no SQLAlchemy import here
     repository = sys.modules.get("cachekit.sqlalchemy.repository")
     if repository is not None and isinstance(target, repository.CachedRepository):
         rows: Cache = target.binding.rows
         return rows
     raise ConfigurationError(
-        f"the metrics export needs a cachekit Cache or CachedRepository, not {target!r}"
+        f"the metrics export needs a cachekit Cache, AsyncCache or CachedRepository, not {target!r}"
     )
 
 
@@ -282,7 +285,10 @@ class _CachekitCollector:
         backend = cache.backend
         kind = backend_label(backend)
         server = _server_label(backend) or kind
-        if not isinstance(backend, SupportsServerStats):
+        if not isinstance(backend, SupportsServerStats) or inspect.iscoroutinefunction(
+            backend.server_stats
+        ):
+            # an async driver's server_stats() cannot be awaited at scrape time
             return _Entry(cache, server, None)
         taken: set[str] = set()
         for entry in self._entries.values():

@@ -101,9 +101,11 @@ class AsyncGuard(AsyncState):
     async def _full(self, key: str) -> str:
         """The backend key of a valid ``key`` (re-reading the namespace version when due)."""
         cell = self._ns
-        if self._remote and self._timer() >= cell.check_at:
+        if self._remote and (self._timer() >= cell.check_at or not cell.prefix):
+            # Until a version is known every caller waits for the first read of it:
+            # a key built with no prefix would be another namespace's.
             async with self._refresh_lock:
-                if self._timer() >= cell.check_at:
+                if self._timer() >= cell.check_at or not cell.prefix:
                     await self._refresh_namespace()
         full = cell.prefix + key
         return encode_key(full) if len(full) > MAX_KEY_LENGTH else full

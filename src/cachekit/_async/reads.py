@@ -34,15 +34,6 @@ class AsyncReads(AsyncGuard):
 
     # ------------------------------------------------------------ decoding
 
-    def _undecodable(self, full: str, raw: bytes) -> bool:
-        if self._loads is None:
-            return False
-        try:
-            self._loads(full, raw)
-        except Exception:
-            return True
-        return False
-
     def _decode(self, full: str, raw: Any) -> Any:
         if self._loads is None:
             if isinstance(raw, bytes) and raw.startswith(LEASE_MARK):

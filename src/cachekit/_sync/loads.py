@@ -95,7 +95,13 @@ class Loads(Writes):
                 return MISSING
             return self._run_loader(loader)
         if flight.error is not None:
-            raise flight.error
+            if isinstance(flight.error, Exception):
+                raise flight.error  # the loader's own failure reaches every waiter
+            # The leader was cancelled or interrupted (its error is not the loader's):
+            # load for ourselves rather than inherit its cancellation.
+            if loader is None:
+                return MISSING
+            return self._run_loader(loader)
         return flight.value
 
     def _run_loader(self, loader: Callable[[], T]) -> T:
@@ -110,42 +116,47 @@ class Loads(Writes):
         self.load_duration.observe(time.perf_counter() - started)
         return value
 
-    def _take_lease(self, full: str) -> tuple[bytes | None, bool]:
+    def _take_lease(self, full: str) -> tuple[bytes | None, bool, Any]:
         """Put a lease on a missing key so a concurrent write can void a stale load.
 
-        Returns ``(token, busy)``: the lease token, or ``None`` when this load must
-        not be stored (someone else holds a lease or already stored a value, or the
-        backend failed); ``busy`` is True when another caller's load holds the key.
+        Returns ``(token, busy, found)``: the lease token, or ``None`` when this
+        load must not be stored (someone else holds a lease or already stored a
+        value, or the backend failed); ``busy`` is True when another caller's load
+        holds the key; ``found`` is the value another caller stored since this
+        caller's lookup missed (then nothing needs loading), else ``MISSING``.
         """
         if self.breaker.open_until and not self.breaker.allow():
-            return None, False  # the backend is being skipped: don't pay a timeout
+            return None, False, MISSING  # the backend is being skipped: no timeout to pay
         token = new_lease()
         backend: Any = self.backend
         try:
             if backend.add(full, token, self.lease_ttl):
                 self._answered()
-                return token, False
+                return token, False, MISSING
             current = backend.get(full)
             self._answered()
             if current == RELEASED:
                 # a load that gave up: take over its key (a compare-and-set, so a
                 # write that got there first is kept)
                 if backend.compare_and_set(full, RELEASED, token, self.lease_ttl):
-                    return token, False
-                return None, False
+                    return token, False, MISSING
+                return None, False, MISSING
             if is_lease(current):
-                return None, True
+                return None, True, MISSING
+            if current is MISSING:
+                return None, False, MISSING  # gone again since the add: load, store nothing
+            found = self._decode(full, current)
+            if found is not MISSING:
+                return None, False, found
             # A corrupt entry (not a lease, not decodable): take its place, or the key
             # would never be cached again until it expired.
-            if (
-                isinstance(current, bytes)
-                and self._undecodable(full, current)
-                and backend.compare_and_set(full, current, token, self.lease_ttl)
+            if isinstance(current, bytes) and backend.compare_and_set(
+                full, current, token, self.lease_ttl
             ):
-                return token, False
+                return token, False, MISSING
         except Exception as exc:
             self._backend_error("lease", exc, raise_strict=False)
-        return None, False
+        return None, False, MISSING
 
     def _take_over(self, full: str) -> bytes | None:
         """For ``refresh``: what the key holds now (or a new lease), to compare-and-set over.
@@ -205,7 +216,12 @@ class Loads(Writes):
             if leased and fresh:
                 lease = self._take_over(full)
             elif leased:
-                lease, busy = self._take_lease(full)
+                lease, busy, found = self._take_lease(full)
+                if found is not MISSING:
+                    # another caller's load landed after our lookup missed: use it
+                    self._c_coalesced.incr()
+                    flight.value = found
+                    return found  # type: ignore[no-any-return]
                 if busy and self.lease_wait:
                     # another process is loading this key: wait for its value, not the source
                     found = self._await_lease(full)
@@ -213,7 +229,11 @@ class Loads(Writes):
                         self._c_coalesced.incr()
                         flight.value = found
                         return found  # type: ignore[no-any-return]
-                    lease, busy = self._take_lease(full)
+                    lease, busy, found = self._take_lease(full)
+                    if found is not MISSING:
+                        self._c_coalesced.incr()
+                        flight.value = found
+                        return found  # type: ignore[no-any-return]
             try:
                 value = self._run_loader(loader)
             except BaseException as exc:
@@ -319,6 +339,8 @@ class Loads(Writes):
                 failing = bool(self.breaker.failures)
                 leased = self._leases and not failing
                 leases = {k: (self._take_lease(fulls[k]))[0] for k in led} if leased else {}
+                # (a value another caller stored meanwhile is not reused here: one
+                # loader call serves every key of the batch anyway)
                 try:
                     loaded = dict(self._run_loader(lambda: loader(list(led))))
                 except BaseException as exc:
