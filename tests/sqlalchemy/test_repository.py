@@ -213,3 +213,26 @@ def test_cached_queries_are_invalidated_by_writes(db: Db, caches: Callable[..., 
     assert [u.id for u in repo.query("active", active)] == [1, 2]
     repo.add(User(id=4, name="u4"))
     assert [u.id for u in repo.query("active", active)] == [1, 2, 4]
+
+
+@pytest.mark.parametrize("bound", ["encrypted", "signed-pickle"])
+def test_versioned_write_through_with_a_key_bound_serializer(
+    sqlite_db: Db, caches: Callable[..., ck.Cache], bound: str
+) -> None:
+    ser: ck.Serializer
+    if bound == "encrypted":
+        ser = ck.EncryptedSerializer(
+            ck.JsonSerializer(), keys=[ck.EncryptedSerializer.generate_key()]
+        )
+    else:
+        ser = ck.PickleSerializer(b"k" * 32)
+    repo = CachedRepository(
+        Doc, sqlite_db.Session, caches("redis", serializer=ser), policy=ck.WriteThrough()
+    )
+    repo.add(Doc(id=1, body="v1"))
+    repo.update(1, body="v2")
+    n = sqlite_db.count()
+    got = repo.get(1)
+    assert got is not None and (got.body, got.version) == ("v2", 2)
+    assert sqlite_db.count() == n  # served from the cache, not the database
+    assert repo.binding.rows.stats().errors_by_operation.get("decode", 0) == 0

@@ -180,7 +180,7 @@ class ModelBinding(Generic[M]):
             return
         try:
             full = cache.full_key(key)
-            data = cache.serializer.dumps(state)
+            data = cache._encode(state, full)  # key-bound serializers sign/encrypt with ``full``
             seconds = as_ttl(ttl, cache.policy.ttl).sample()
             for _ in range(_CAS_ATTEMPTS):
                 raw = backend.get(full)
@@ -191,7 +191,7 @@ class ModelBinding(Generic[M]):
                 current = None
                 if not bytes(raw).startswith(LEASE_MARK):  # a reader's lease: ours voids it
                     try:
-                        current = cache.serializer.loads(raw)
+                        current = cache._loads(full, raw)  # type: ignore[misc]
                     except Exception:  # undecodable: overwrite it
                         current = None
                 if self._newer_cached(current, version):
