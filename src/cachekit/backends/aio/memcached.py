@@ -34,7 +34,7 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import suppress
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Final, TypeVar
 
 from pymemcache.client.rendezvous import RendezvousHash
 
@@ -77,7 +77,12 @@ class _Garbled(Exception):
 
 
 # what the network, a stalled server or a broken answer raise
-_FAILURES = (OSError, EOFError, asyncio.LimitOverrunError, _Garbled, _Refused)
+_FAILURES = (OSError, EOFError, _Garbled, _Refused)
+
+#: Returned by a parser while the buffer does not yet hold the whole answer.
+_MORE: Any = object()
+
+Parser = Callable[[bytearray], Any]
 
 
 def _check(line: bytes) -> bytes:
@@ -89,65 +94,165 @@ def _check(line: bytes) -> bytes:
     return line
 
 
-class _Conn:
-    """One connection: a reader, a writer, and when it was last returned to the pool."""
+_ERROR_LINES: Final = (b"SERVER_ERROR", b"CLIENT_ERROR", b"ERROR")
 
-    __slots__ = ("idle_since", "reader", "writer")
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
+def _values(buf: bytearray, with_cas: bool) -> Any:
+    """Parse ``VALUE`` blocks up to ``END``: ``{key: (data, cas unique or 0)}``, or ``_MORE``."""
+    if not buf.endswith(b"END\r\n"):  # every whole answer ends so; parse only then
+        if buf.startswith(_ERROR_LINES) and b"\r\n" in buf:
+            _check(bytes(buf))
+        return _MORE
+    data = bytes(buf)  # one copy; slicing bytes then copies each value once
+    pos, size_all = 0, len(data)
+    found: dict[bytes, tuple[bytes, int]] = {}
+    while True:
+        end = data.find(b"\r\n", pos)
+        if end < 0:
+            return _MORE
+        if end - pos == 3 and data.startswith(b"END", pos):
+            if end + 2 != size_all:  # (an END inside a value is skipped with the value)
+                raise _Garbled("memcached sent bytes after END")
+            return found
+        line = data[pos:end]
+        fields = _check(line).split()
+        if len(fields) < (5 if with_cas else 4) or fields[0] != b"VALUE":
+            raise _Garbled(f"unexpected memcached answer {line[:60]!r}")
+        start = end + 2
+        stop = start + int(fields[3])
+        if stop + 2 > size_all:
+            return _MORE
+        if data[stop : stop + 2] != b"\r\n":
+            raise _Garbled("a memcached value was not followed by CRLF")
+        found[fields[1]] = (data[start:stop], int(fields[4]) if with_cas else 0)
+        pos = stop + 2
+
+
+def _many(buf: bytearray) -> Any:
+    return _values(buf, False)
+
+
+def _with_cas(buf: bytearray) -> Any:
+    return _values(buf, True)
+
+
+def _one(buf: bytearray) -> Any:
+    """The answer to ``get`` of one key: its bytes, ``None``, or ``_MORE``."""
+    if buf == b"END\r\n":  # a miss: the common short answer
+        return None
+    found = _values(buf, False)
+    if found is _MORE:
+        return _MORE
+    if not found:
+        return None
+    if len(found) != 1:
+        raise _Garbled("memcached sent more than one value for one key")
+    return next(iter(found.values()))[0]
+
+
+def _lines(count: int) -> Parser:
+    """A parser for ``count`` one-line answers (a pipeline of storage or delete commands)."""
+
+    def parse(buf: bytearray) -> Any:
+        seen = buf.count(b"\r\n")
+        if seen < count:
+            if seen and buf.startswith((b"SERVER_ERROR", b"CLIENT_ERROR", b"ERROR")):
+                _check(bytes(buf[: buf.find(b"\r\n")]))
+            return _MORE
+        if seen > count or not buf.endswith(b"\r\n"):
+            raise _Garbled("memcached sent more answers than commands")
+        return [_check(line) for line in bytes(buf).split(b"\r\n")[:count]]
+
+    return parse
+
+
+def _stats(buf: bytearray) -> Any:
+    """``STAT name value`` lines up to ``END``: ``{name: value}``, or ``_MORE``."""
+    if buf.startswith((b"SERVER_ERROR", b"CLIENT_ERROR", b"ERROR")):
+        _check(bytes(buf))
+    if not (buf == b"END\r\n" or buf.endswith(b"\r\nEND\r\n")):
+        return _MORE
+    out: dict[bytes, bytes] = {}
+    for line in bytes(buf).split(b"\r\n"):
+        parts = line.split(b" ", 2)
+        if len(parts) == 3 and parts[0] == b"STAT":
+            out[parts[1]] = parts[2]
+    return out
+
+
+class _Conn(asyncio.Protocol):
+    """One connection; one command at a time, whose answer is parsed as its bytes arrive."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.buf = bytearray()
+        self.waiter: asyncio.Future[Any] | None = None
+        self.parse: Parser = _many
+        self.lost: BaseException | None = None
         self.idle_since = 0.0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf
+        buf += data
+        waiter = self.waiter
+        if waiter is None or waiter.done():  # bytes nobody asked for: never reuse this
+            self.lost = _Garbled("memcached sent an answer to no command")
+            return
+        try:
+            result = self.parse(buf)
+        except Exception as exc:  # a parse or error-line failure ends this command
+            self.waiter = None
+            waiter.set_exception(exc)
+            return
+        if result is not _MORE:
+            self.waiter = None
+            buf.clear()
+            waiter.set_result(result)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = exc or EOFError("memcached closed the connection")
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(self.lost)
+
+    def request(self, command: bytes, parse: Parser) -> asyncio.Future[Any]:
+        """Send ``command``; the future gets ``parse``'s result for the whole answer."""
+        if self.lost is not None:
+            raise self.lost
+        assert self.transport is not None
+        waiter = self.waiter = self.loop.create_future()
+        self.parse = parse
+        self.transport.write(command)
+        return waiter
 
     def abort(self) -> None:
         """Drop the connection at once (its state is unknown)."""
-        self.writer.transport.abort()
+        self.lost = self.lost or EOFError("connection dropped")
+        if self.transport is not None:
+            self.transport.abort()
 
-    async def read_values(self, with_cas: bool) -> dict[bytes, tuple[bytes, int]]:
-        """Read ``VALUE`` blocks up to ``END``: ``{key: (data, cas unique or 0)}``."""
-        reader = self.reader
-        found: dict[bytes, tuple[bytes, int]] = {}
-        while True:
-            line = await reader.readuntil(b"\r\n")
-            if line == b"END\r\n":
-                return found
-            fields = _check(line).split()
-            if len(fields) < (5 if with_cas else 4) or fields[0] != b"VALUE":
-                raise _Garbled(f"unexpected memcached answer {line[:60]!r}")
-            size = int(fields[3])
-            data = await reader.readexactly(size + 2)
-            found[fields[1]] = (data[:-2], int(fields[4]) if with_cas else 0)
+    def close(self) -> None:
+        """Close an idle connection at once.
 
-    async def get(self, mkey: bytes) -> bytes | None:
-        """``get`` of one key: its bytes, or ``None``."""
-        self.writer.write(b"get " + mkey + b"\r\n")
-        reader = self.reader
-        line = await reader.readuntil(b"\r\n")
-        if line == b"END\r\n":
-            return None
-        fields = _check(line).split()
-        if len(fields) < 4 or fields[0] != b"VALUE":
-            raise _Garbled(f"unexpected memcached answer {line[:60]!r}")
-        data = await reader.readexactly(int(fields[3]) + 2)
-        if await reader.readuntil(b"\r\n") != b"END\r\n":
-            raise _Garbled("memcached sent more than one value for one key")
-        return data[:-2]
-
-    async def lines(self, commands: list[bytes]) -> list[bytes]:
-        """Send ``commands`` in one write (a pipeline); return one answer line for each."""
-        self.writer.write(b"".join(commands))
-        await self.writer.drain()
-        return [_check(await self.reader.readuntil(b"\r\n")) for _ in commands]
+        Aborted rather than closed: an idle connection has nothing left to send,
+        and a TLS close would first wait for the server's close_notify, which a
+        loop that is shutting down does not wait for (the socket would leak).
+        """
+        self.abort()
 
 
 async def _close_all(pools: dict[str, collections.deque[_Conn]]) -> None:
     """Close every idle connection of one loop's table."""
     for conns in pools.values():
         while conns:
-            conn = conns.pop()
-            conn.writer.close()
-            with suppress(OSError):
-                await conn.writer.wait_closed()
+            conns.pop().close()
+
+
+_ONE_LINE: Final = _lines(1)
 
 
 def _store(verb: bytes, mkey: bytes, data: bytes, exptime: int, extra: bytes = b"") -> bytes:
@@ -255,10 +360,10 @@ class AsyncMemcachedBackend(AsyncBackend):
         host, port = self._addresses[node]
         context = self.tls_context
         async with command_deadline(self.connect_timeout):
-            reader, writer = await asyncio.open_connection(
-                host, port, ssl=context, server_hostname=host if context is not None else None
+            _, conn = await asyncio.get_running_loop().create_connection(
+                _Conn, host, port, ssl=context, server_hostname=host if context else None
             )
-        return _Conn(reader, writer)
+        return conn
 
     def _take(self, idle: collections.deque[_Conn]) -> _Conn | None:
         while idle:
@@ -277,7 +382,7 @@ class AsyncMemcachedBackend(AsyncBackend):
                 conn.idle_since = time.monotonic()
             idle.append(conn)
         else:
-            conn.writer.close()
+            conn.close()
 
     async def _on(
         self,
@@ -374,8 +479,8 @@ class AsyncMemcachedBackend(AsyncBackend):
         """Return the stored bytes, or ``MISSING``."""
         mkey = memcached_key(key)
         node = self._node_of(mkey)
-        raw = mkey.encode()
-        value = await self._on(node, "get", lambda conn: conn.get(raw))
+        command = b"get " + mkey.encode() + b"\r\n"
+        value = await self._on(node, "get", lambda conn: conn.request(command, _one))
         return MISSING if value is None else value
 
     async def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
@@ -387,15 +492,18 @@ class AsyncMemcachedBackend(AsyncBackend):
         by_mkey = {memcached_key(k): k for k in keys}
         if not by_mkey:
             return {}
+        single = self._single
+        if single is not None:  # one node: no grouping, no tasks
+            command = b"get " + " ".join(by_mkey).encode() + b"\r\n"
+            found = await self._on(single, "get_many", lambda conn: conn.request(command, _many))
+            return {by_mkey[m.decode()]: data for m, (data, _) in found.items()}
 
         async def fetch(node: str, mkeys: list[str]) -> dict[bytes, tuple[bytes, int]]:
             command = b"get " + " ".join(mkeys).encode() + b"\r\n"
-
-            async def run(conn: _Conn) -> dict[bytes, tuple[bytes, int]]:
-                conn.writer.write(command)
-                return await conn.read_values(with_cas=False)
-
-            return await self._on(node, "get_many", run)
+            found: dict[bytes, tuple[bytes, int]] = await self._on(
+                node, "get_many", lambda conn: conn.request(command, _many)
+            )
+            return found
 
         out: dict[str, Any] = {}
         errors: list[CacheError] = []
@@ -420,9 +528,13 @@ class AsyncMemcachedBackend(AsyncBackend):
         mkey = memcached_key(key)
         command = _store(b"set", mkey.encode(), data, expire)
         answer = await self._on(
-            self._node_of(mkey), "set", lambda conn: conn.lines([command]), len(data), key
+            self._node_of(mkey),
+            "set",
+            lambda conn: conn.request(command, _ONE_LINE),
+            len(data),
+            key,
         )
-        if answer != [b"STORED\r\n"]:
+        if answer != [b"STORED"]:
             raise BackendRejectedError(f"memcached did not store {key!r} ({answer[0]!r})")
 
     async def set_many(self, mapping: Mapping[str, Any], ttl: float | None) -> None:
@@ -440,8 +552,10 @@ class AsyncMemcachedBackend(AsyncBackend):
 
         async def store(node: str, mkeys: list[str]) -> None:
             commands = [_store(b"set", m.encode(), values[m], expire) for m in mkeys]
-            answers = await self._on(node, "set_many", lambda conn: conn.lines(commands))
-            failed = sum(1 for a in answers if a != b"STORED\r\n")
+            answers = await self._on(
+                node, "set_many", lambda conn: conn.request(b"".join(commands), _lines(len(mkeys)))
+            )
+            failed = sum(1 for a in answers if a != b"STORED")
             if failed:
                 raise BackendRejectedError(
                     f"memcached {node} did not store {failed} of {len(mkeys)} keys"
@@ -461,16 +575,22 @@ class AsyncMemcachedBackend(AsyncBackend):
         mkey = memcached_key(key)
         command = _store(b"add", mkey.encode(), data, expire)
         answer = await self._on(
-            self._node_of(mkey), "add", lambda conn: conn.lines([command]), len(data), key
+            self._node_of(mkey),
+            "add",
+            lambda conn: conn.request(command, _ONE_LINE),
+            len(data),
+            key,
         )
-        return answer == [b"STORED\r\n"]
+        return bool(answer == [b"STORED"])
 
     async def delete(self, key: str) -> bool:
         """Remove ``key``; return whether it was present."""
         mkey = memcached_key(key)
         command = b"delete " + mkey.encode() + b"\r\n"
-        answer = await self._on(self._node_of(mkey), "delete", lambda conn: conn.lines([command]))
-        return answer == [b"DELETED\r\n"]
+        answer = await self._on(
+            self._node_of(mkey), "delete", lambda conn: conn.request(command, _ONE_LINE)
+        )
+        return bool(answer == [b"DELETED"])
 
     async def delete_many(self, keys: Iterable[str]) -> int:
         """Remove ``keys`` with one pipelined round trip per node; return how many were present.
@@ -484,8 +604,12 @@ class AsyncMemcachedBackend(AsyncBackend):
 
         async def remove(node: str, group: list[str]) -> int:
             commands = [b"delete " + m.encode() + b"\r\n" for m in group]
-            answers = await self._on(node, "delete_many", lambda conn: conn.lines(commands))
-            return sum(1 for a in answers if a == b"DELETED\r\n")
+            answers = await self._on(
+                node,
+                "delete_many",
+                lambda conn: conn.request(b"".join(commands), _lines(len(group))),
+            )
+            return sum(1 for a in answers if a == b"DELETED")
 
         removed = 0
         error: CacheError | None = None
@@ -516,14 +640,13 @@ class AsyncMemcachedBackend(AsyncBackend):
         raw = mkey.encode()
 
         async def run(conn: _Conn) -> bool:
-            conn.writer.write(b"gets " + raw + b"\r\n")
-            found = (await conn.read_values(with_cas=True)).get(raw)
+            found = (await conn.request(b"gets " + raw + b"\r\n", _with_cas)).get(raw)
             if found is None or found[0] != expected:
                 return False
             # an immediately expiring value: a cas that stores it already expired
             exptime = -1 if expire is None else expire
             command = _store(b"cas", raw, data, exptime, b" %d" % found[1])
-            return await conn.lines([command]) == [b"STORED\r\n"]
+            return bool(await conn.request(command, _ONE_LINE) == [b"STORED"])
 
         return await self._on(self._node_of(mkey), "compare_and_set", run, len(data), key)
 
@@ -536,20 +659,9 @@ class AsyncMemcachedBackend(AsyncBackend):
             "misses": b"get_misses",
         }
 
-        async def stats(conn: _Conn) -> dict[bytes, bytes]:
-            conn.writer.write(b"stats\r\n")
-            out: dict[bytes, bytes] = {}
-            while True:
-                line = _check(await conn.reader.readuntil(b"\r\n"))
-                if line == b"END\r\n":
-                    return out
-                parts = line.split(b" ", 2)
-                if len(parts) == 3 and parts[0] == b"STAT":
-                    out[parts[1]] = parts[2].rstrip(b"\r\n")
-
         totals = dict.fromkeys(fields, 0.0)
         for node in self._addresses:
-            answer = await self._on(node, "stats", stats)
+            answer = await self._on(node, "stats", lambda conn: conn.request(b"stats\r\n", _stats))
             for name, stat in fields.items():
                 with suppress(ValueError):  # a stat this server does not keep
                     totals[name] += float(answer.get(stat, b"0"))
