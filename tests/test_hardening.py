@@ -656,3 +656,19 @@ def test_trace_logger_reports_hits_and_misses_per_key(caplog: pytest.LogCaptureF
     assert len(lines) == 2
     assert lines[0].startswith("cachekit: miss") and lines[1].startswith("cachekit: hit")
     assert "a" in lines[1]
+
+
+def test_a_master_short_of_replicas_never_keeps_serving_the_value_a_write_replaced() -> None:
+    # min-replicas-to-write refuses writes (NOREPLICAS) while reads still work: a
+    # write-through that fails this way must not leave the older value readable.
+    with ServerProcess("redis") as srv:
+        raw = redis.Redis(port=srv.port)
+        cache = ck.Cache(RedisBackend.from_url(srv.url), namespace=_ns(), ttl=300)
+        try:
+            cache.set("k", 1)
+            raw.config_set("min-replicas-to-write", 1)
+            cache.set("k", 2)  # refused: NOREPLICAS
+            assert cache.get("k") is None
+        finally:
+            cache.close()
+            raw.close()

@@ -86,7 +86,7 @@ MAX_TTL: Final = _MAX_PX / 1000
 _ERRORS = (RedisError, RedisClusterException, OSError)
 # Error replies that mean "this server cannot serve now", not "this command is refused".
 _OUTAGE_REPLIES = (ClusterError, TryAgainError, ReadOnlyError)
-_OUTAGE_PREFIXES = ("BUSY ", "MASTERDOWN", "LOADING", "CLUSTERDOWN")
+_OUTAGE_PREFIXES = ("BUSY ", "MASTERDOWN", "LOADING", "CLUSTERDOWN", "NOREPLICAS")
 
 # Compare-and-set: ARGV = expected, new value, expiry ('' none, '0' delete, else PX ms).
 _CAS_LUA = """
