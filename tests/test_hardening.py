@@ -672,3 +672,41 @@ def test_a_master_short_of_replicas_never_keeps_serving_the_value_a_write_replac
         finally:
             cache.close()
             raw.close()
+
+
+# ---------------------------------------------------------------- fork
+
+
+@pytest.mark.parametrize("kind", ["memory", "redis", "memcached"])
+def test_a_child_forked_while_another_thread_holds_the_caches_locks_can_use_it(
+    kind: str, make_backend: Callable[..., ck.Backend]
+) -> None:
+    cache = ck.Cache(make_backend(kind), namespace=_ns(), ttl=60)
+    cache.set("k", 1)
+    held = threading.Event()
+    release = threading.Event()
+
+    def hold() -> None:
+        with cache._flights_lock, cache._pending_lock, cache.breaker._lock:
+            held.set()
+            release.wait(10)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    assert held.wait(5)
+    pid = os.fork()
+    if pid == 0:  # the child: every call must complete (exit 0), or the parent sees a hang
+        code = 1
+        try:
+            signal.alarm(5)
+            cache.set("c", 2)
+            ok = cache.get("c") == 2 and cache.get_or_load("x", lambda: 3) == 3
+            cache.delete("c")
+            code = 0 if ok else 2
+        finally:
+            os._exit(code)
+    release.set()
+    t.join(5)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
+    assert cache.get("k") == 1  # and the parent still works

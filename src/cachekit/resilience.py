@@ -47,6 +47,10 @@ class CircuitBreaker:
         #: How many times the breaker has opened.
         self.opened = 0
 
+    def reset_lock(self) -> None:
+        """In a forked child: a lock another thread of the parent held stays held."""
+        self._lock = threading.Lock()
+
     @property
     def is_open(self) -> bool:
         """True while calls are being skipped."""

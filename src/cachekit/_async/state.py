@@ -7,8 +7,10 @@ The async source of truth: ``_sync/state.py`` is generated from this file by
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -24,6 +26,17 @@ from ..stats import Counter, Histogram
 from .primitives import IS_ASYNC, AsyncLock
 
 __all__ = ["AsyncState"]
+
+#: Every live cache of this kind, so a forked child can renew their locks.
+_LIVE: weakref.WeakSet[AsyncState] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for state in list(_LIVE):
+        state._after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class AsyncState:
@@ -124,7 +137,7 @@ class AsyncState:
         # (an in-process async driver wraps a MemoryBackend: caches over either share it)
         store = getattr(backend, "backend", backend) if backend.local else backend
         self._ns = namespace_for(store, namespace)
-        tables = self._ns.tables(IS_ASYNC, AsyncLock)
+        tables = self._tables = self._ns.tables(IS_ASYNC, AsyncLock)
         self._flights = tables.flights
         self._flights_lock = tables.flights_lock
         self._writes = tables.writes
@@ -145,6 +158,22 @@ class AsyncState:
             # In process, the shared cell is the only view there is: no record in the
             # store (it would take a slot and be counted when pushed out).
             self._ns.adopt(self._new_version())
+        _LIVE.add(self)
+
+    def _after_fork(self) -> None:
+        """In a forked child: renew the locks (another parent thread may have held one).
+
+        The pending invalidations stay: the child delivers them too (harmless).
+        """
+        self._pending_lock = threading.Lock()
+        self._replay_lock = AsyncLock()
+        self._replayer = None
+        # the shared tables were renewed first (their hook was registered earlier)
+        self._flights_lock = self._tables.flights_lock
+        self._refresh_lock = self._tables.refresh_lock
+        self.breaker.reset_lock()
+        if self._stale is not None:
+            self._stale.reset_lock()
 
     @staticmethod
     def _new_version() -> str:

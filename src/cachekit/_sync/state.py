@@ -6,8 +6,10 @@ An async cache's configuration and state: what every other part of it reads.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -23,6 +25,17 @@ from ..stats import Counter, Histogram
 from .primitives import IS_ASYNC, Lock
 
 __all__ = ["State"]
+
+#: Every live cache of this kind, so a forked child can renew their locks.
+_LIVE: weakref.WeakSet[State] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for state in list(_LIVE):
+        state._after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class State:
@@ -123,7 +136,7 @@ class State:
         # (an in-process async driver wraps a MemoryBackend: caches over either share it)
         store = getattr(backend, "backend", backend) if backend.local else backend
         self._ns = namespace_for(store, namespace)
-        tables = self._ns.tables(IS_ASYNC, Lock)
+        tables = self._tables = self._ns.tables(IS_ASYNC, Lock)
         self._flights = tables.flights
         self._flights_lock = tables.flights_lock
         self._writes = tables.writes
@@ -144,6 +157,22 @@ class State:
             # In process, the shared cell is the only view there is: no record in the
             # store (it would take a slot and be counted when pushed out).
             self._ns.adopt(self._new_version())
+        _LIVE.add(self)
+
+    def _after_fork(self) -> None:
+        """In a forked child: renew the locks (another parent thread may have held one).
+
+        The pending invalidations stay: the child delivers them too (harmless).
+        """
+        self._pending_lock = threading.Lock()
+        self._replay_lock = Lock()
+        self._replayer = None
+        # the shared tables were renewed first (their hook was registered earlier)
+        self._flights_lock = self._tables.flights_lock
+        self._refresh_lock = self._tables.refresh_lock
+        self.breaker.reset_lock()
+        if self._stale is not None:
+            self._stale.reset_lock()
 
     @staticmethod
     def _new_version() -> str:

@@ -8,6 +8,7 @@ and the write-conflict rules work from.
 
 from __future__ import annotations
 
+import os
 import threading
 import weakref
 from collections.abc import Callable
@@ -57,14 +58,22 @@ class KeyWrites:
 class Tables:
     """Loads and writes in progress in one namespace, for caches of one kind (sync or async)."""
 
-    __slots__ = ("flights", "flights_lock", "refresh_lock", "writes")
+    __slots__ = ("_make_lock", "flights", "flights_lock", "refresh_lock", "writes")
 
     def __init__(self, make_lock: Callable[[], Any]) -> None:
+        self._make_lock = make_lock
         self.flights: dict[str, Flight] = {}
         self.flights_lock = make_lock()
         # writes in progress per key (guarded by flights_lock), to spot overlapping writers
         self.writes: dict[str, KeyWrites] = {}
         self.refresh_lock = make_lock()
+
+    def reset(self) -> None:
+        """In a forked child: the parent's loads and writes are not ours, nor its held locks."""
+        self.flights.clear()
+        self.writes.clear()
+        self.flights_lock = self._make_lock()
+        self.refresh_lock = self._make_lock()
 
 
 class Namespace:
@@ -95,6 +104,19 @@ class Namespace:
 
 _CELLS: weakref.WeakKeyDictionary[object, dict[str, Namespace]] = weakref.WeakKeyDictionary()
 _LOCK = threading.Lock()
+
+
+def _after_fork_in_child() -> None:
+    # Another thread of the parent may have held any of these locks when it forked.
+    global _LOCK
+    _LOCK = threading.Lock()
+    for cells in list(_CELLS.values()):
+        for cell in cells.values():
+            for tables in cell._tables.values():
+                tables.reset()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def namespace_for(store: object, name: str) -> Namespace:

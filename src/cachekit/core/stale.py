@@ -23,6 +23,10 @@ class StaleValues:
         self._values: LRUCache[str, tuple[Any, float]] = LRUCache(maxsize)
         self._lock = threading.Lock()  # never held across I/O: fine for both kinds of cache
 
+    def reset_lock(self) -> None:
+        """In a forked child: a lock another thread of the parent held stays held."""
+        self._lock = threading.Lock()
+
     def keep(self, full: str, value: Any) -> None:
         """Remember ``value`` as the last good value of ``full``."""
         with self._lock:
