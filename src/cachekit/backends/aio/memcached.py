@@ -17,11 +17,13 @@ pymemcache's ``HashClient`` (nodes named ``host:port``), the per-node cooldown
 of a pool, and the error translation (``SERVER_ERROR``/``CLIENT_ERROR`` ->
 ``BackendRejectedError``, anything else -> ``BackendUnavailableError``).
 
-Every command runs under one deadline (``timeout``, connect included). A
+Every command runs under one deadline (``timeout``, connect included): a
+timer fails the command's pending answer and aborts its connection. A
 connection whose command did not finish (deadline, error, cancellation) is
 aborted, never reused, so an answer left on the wire cannot be read by the
-next command. Connections belong to the event loop that opened them: each loop
-gets its own idle lists, closed by ``aclose()`` or when that loop shuts down.
+next command; bytes that arrive when no command is waiting also retire it.
+Connections belong to the event loop that opened them: each loop gets its own
+idle lists, closed by ``aclose()`` or when that loop shuts down.
 """
 
 from __future__ import annotations
@@ -229,6 +231,15 @@ class _Conn(asyncio.Protocol):
         self.transport.write(command)
         return waiter
 
+    def expire(self) -> None:
+        """The command's deadline has passed: fail its answer and drop the connection."""
+        error = TimeoutError("memcached command deadline passed")
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(error)
+        self.lost = self.lost or error
+        self.abort()
+
     def abort(self) -> None:
         """Drop the connection at once (its state is unknown)."""
         self.lost = self.lost or EOFError("connection dropped")
@@ -356,10 +367,10 @@ class AsyncMemcachedBackend(AsyncBackend):
 
     # ------------------------------------------------------------ connections
 
-    async def _connect(self, node: str) -> _Conn:
+    async def _connect(self, node: str, budget: float) -> _Conn:
         host, port = self._addresses[node]
         context = self.tls_context
-        async with command_deadline(self.connect_timeout):
+        async with command_deadline(min(budget, self.connect_timeout)):
             _, conn = await asyncio.get_running_loop().create_connection(
                 _Conn, host, port, ssl=context, server_hostname=host if context else None
             )
@@ -397,17 +408,27 @@ class AsyncMemcachedBackend(AsyncBackend):
             self._check_down(node)
         idle = self._idle()[node]
         conn = self._take(idle)
+        timer = None
         try:
-            async with command_deadline(self.timeout):
-                if conn is None:
-                    conn = await self._connect(node)
-                result = await call(conn)
+            if conn is None:
+                loop = asyncio.get_running_loop()
+                at = loop.time() + self.timeout
+                conn = await self._connect(node, self.timeout)
+                timer = loop.call_at(at, conn.expire)  # connecting used part of the deadline
+            else:
+                # the deadline ends the command through its connection (the timer fails
+                # the pending answer): cheaper than cancelling the task (asyncio.timeout)
+                timer = conn.loop.call_later(self.timeout, conn.expire)
+            result = await call(conn)
         except BaseException as exc:
             if conn is not None:
                 conn.abort()  # an answer may still be on its way: never reuse it
             if isinstance(exc, _FAILURES):
                 raise self._failure(node, op, exc, size, key) from exc
             raise
+        finally:
+            if timer is not None:
+                timer.cancel()
         self._give_back(idle, conn)
         if self._down:
             self._down.pop(node, None)
