@@ -19,6 +19,7 @@ import pytest
 import redis
 
 import cachekit as ck
+from cachekit.aio import AsyncCache
 from cachekit.backends.redis import RedisBackend
 from cachekit.cache import LEASE_MARK
 from tests.conftest import FakeClock
@@ -710,3 +711,10 @@ def test_a_child_forked_while_another_thread_holds_the_caches_locks_can_use_it(
     _, status = os.waitpid(pid, 0)
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
     assert cache.get("k") == 1  # and the parent still works
+
+
+@pytest.mark.parametrize("make", [ck.Cache.from_url, AsyncCache.from_url])
+def test_a_malformed_url_is_a_configuration_error_without_the_password(make: Any) -> None:
+    with pytest.raises(ck.ConfigurationError) as info:
+        make("redis://:s3cretmarker@[::1/0", namespace="x")
+    assert "s3cretmarker" not in str(info.value)

@@ -82,11 +82,17 @@ class Cache(Loads):
         """
         from ..backends import backend_from_url
 
-        query = {k: v[-1] for k, v in parse_qs(urlsplit(url).query).items()}
+        try:
+            parts = urlsplit(url)
+        except ValueError:  # e.g. an unclosed IPv6 bracket; the URL may hold a password
+            from ..backends import redact_url
+
+            raise ConfigurationError(f"malformed cache URL {redact_url(url)!r}") from None
+        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
         if serializer is None and "serializer" in query:
             serializer = serializer_from_name(query["serializer"], options.pop("pickle_key", None))
         cache_opts: dict[str, Any] = {k: options.pop(k) for k in CACHE_OPTIONS if k in options}
-        if "timer" in cache_opts and urlsplit(url).scheme.lower() == "memory":
+        if "timer" in cache_opts and parts.scheme.lower() == "memory":
             options.setdefault("timer", cache_opts["timer"])  # expiry happens in the backend
         backend = backend_from_url(url, **options)
         return cls(

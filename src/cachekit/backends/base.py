@@ -6,8 +6,10 @@ for no expiry. Absent keys are reported with the ``MISSING`` sentinel, so
 ``None`` can be stored as a value.
 
 Backends raise ``BackendUnavailableError`` (cause chained) when the server
-cannot be reached or does not answer in time, ``ValueTooLargeError`` before
-sending a value over their size limit, and nothing else for ordinary misses.
+cannot be reached or does not answer in time, ``BackendRejectedError`` when it
+answered but refused the command (out of memory, a value or TTL out of its
+range, an ACL denial), ``ValueTooLargeError`` before sending a value over their
+size limit, and nothing else for ordinary misses.
 
 Optional capabilities are separate protocols a policy may ask for with
 ``isinstance``: ``SupportsCompareAndSet`` (versioned writes),
