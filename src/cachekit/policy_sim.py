@@ -253,7 +253,8 @@ def plot(results: Sequence[SimResult], policies: Sequence[str], path: str) -> No
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError as exc:
-        raise ConfigurationError("--plot needs matplotlib: pip install 'cachekit[plot]'") from exc
+        hint = "--plot needs matplotlib: pip install 'cachekit-py[plot]'"
+        raise ConfigurationError(hint) from exc
     traces = list(dict.fromkeys(r.trace for r in results))
     fig, axes = plt.subplots(1, len(traces), figsize=(4.5 * len(traces), 3.6), squeeze=False)
     for ax, trace in zip(axes[0], traces, strict=True):
