@@ -141,6 +141,11 @@ def test_metrics_port_serves_every_cache_until_interrupted(
     body = scraped[0]
     for ns in ("demo-cache-aside-ttl-10", "demo-write-through-ttl-60"):
         assert re.search(rf'^cachekit_hits_total{{[^}}]*cache="{ns}"', body, re.M), ns
+    # a repository row exports its own counters, not zeros
+    repo = re.search(
+        r'^cachekit_hits_total{[^}]*cache="demo-repository-ttl-60/[^"]*"[^}]*} (\S+)', body, re.M
+    )
+    assert repo is not None and float(repo.group(1)) > 0, body
     # the server was shut down and the caches unregistered
     with pytest.raises(OSError):
         urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1)

@@ -322,6 +322,11 @@ def _run_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         if metrics is not None:
             metrics.register(cache)
 
+    def on_repository(repo: Any) -> None:
+        # a repository counts its rows in a child cache of its own: export that too
+        if metrics is not None:
+            metrics.register(repo)
+
     scenarios: list[tuple[str, float | None]] = []
     for s in strategies:
         scenarios += [(s, None)] if s == "none" else [(s, t) for t in ttls]
@@ -352,6 +357,7 @@ def _run_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                     ops_per_second=args.ops_per_second,
                     progress=progress.update,
                     on_cache=on_cache,
+                    on_repository=on_repository,
                 )
                 results.append(result)
         progress.close()

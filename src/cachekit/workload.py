@@ -365,6 +365,7 @@ def run_scenario(
     ops_per_second: float = 500.0,
     progress: Callable[[int], None] | None = None,
     on_cache: Callable[[Cache], None] | None = None,
+    on_repository: Callable[[Any], None] | None = None,
 ) -> ScenarioResult:
     """Replay ``ops`` against ``store`` behind ``strategy`` and return what happened.
 
@@ -398,6 +399,8 @@ def run_scenario(
             # the same table through an ORM model and CachedRepository (write-through,
             # version-guarded by the table's version column)
             read, write, repo = store.repository(cache, lambda: clock.now)  # type: ignore[attr-defined]
+            if on_repository is not None:
+                on_repository(repo)  # its counters are its own (the parent cache reads 0)
             stats_of: Callable[[], Any] = repo.stats  # its rows live in a child namespace
         else:
             read = cache.cached(key="user:{user_id}")(load_user)
