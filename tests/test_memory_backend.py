@@ -217,9 +217,10 @@ def test_clear(clock: FakeClock) -> None:
     assert b.get("a") == 2
 
 
-def test_thread_safety_under_contention() -> None:
+@pytest.mark.parametrize("policy", POLICIES)
+def test_thread_safety_under_contention(policy: str) -> None:
     maxsize = 16
-    b = ck.MemoryBackend(maxsize)
+    b = ck.MemoryBackend(maxsize, policy=policy)
     errors: list[BaseException] = []
     sizes: list[int] = []
     start = threading.Barrier(8)
