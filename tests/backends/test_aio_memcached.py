@@ -289,20 +289,20 @@ def test_tls_with_ca_client_certificate_and_hostname_check(
 
 
 def test_answers_are_parsed_only_when_whole_whatever_the_chunking() -> None:
-    from cachekit.backends.aio import memcached as mc
+    from cachekit.backends.aio import _protocol as mc
 
     tricky = b"\r\nEND\r\nVALUE x 0 1\r\n"  # looks like protocol lines inside a value
     answer = b"VALUE a 0 %d\r\n%s\r\nVALUE b 0 0\r\n\r\nEND\r\n" % (len(tricky), tricky)
     for cut in range(len(answer)):
-        assert mc._many(bytearray(answer[:cut])) is mc._MORE, cut
-    assert mc._many(bytearray(answer)) == {b"a": (tricky, 0), b"b": (b"", 0)}
-    assert mc._one(bytearray(b"END\r\n")) is None
-    assert mc._one(bytearray(b"VALUE a 0 2\r\nhi\r\nEND\r\n")) == b"hi"
-    assert mc._with_cas(bytearray(b"VALUE a 0 2 77\r\nhi\r\nEND\r\n")) == {b"a": (b"hi", 77)}
-    assert mc._lines(2)(bytearray(b"STORED\r\n")) is mc._MORE
-    assert mc._lines(2)(bytearray(b"STORED\r\nNOT_STORED\r\n")) == [b"STORED", b"NOT_STORED"]
-    assert mc._stats(bytearray(b"STAT pid 1\r\nSTAT evictions 3\r\n")) is mc._MORE
-    assert mc._stats(bytearray(b"STAT pid 1\r\nSTAT evictions 3\r\nEND\r\n")) == {
+        assert mc.many_values(bytearray(answer[:cut])) is mc.MORE, cut
+    assert mc.many_values(bytearray(answer)) == {b"a": (tricky, 0), b"b": (b"", 0)}
+    assert mc.one_value(bytearray(b"END\r\n")) is None
+    assert mc.one_value(bytearray(b"VALUE a 0 2\r\nhi\r\nEND\r\n")) == b"hi"
+    assert mc.values_with_cas(bytearray(b"VALUE a 0 2 77\r\nhi\r\nEND\r\n")) == {b"a": (b"hi", 77)}
+    assert mc.answer_lines(2)(bytearray(b"STORED\r\n")) is mc.MORE
+    assert mc.answer_lines(2)(bytearray(b"STORED\r\nNOT_STORED\r\n")) == [b"STORED", b"NOT_STORED"]
+    assert mc.stats_lines(bytearray(b"STAT pid 1\r\nSTAT evictions 3\r\n")) is mc.MORE
+    assert mc.stats_lines(bytearray(b"STAT pid 1\r\nSTAT evictions 3\r\nEND\r\n")) == {
         b"pid": b"1",
         b"evictions": b"3",
     }
@@ -311,14 +311,14 @@ def test_answers_are_parsed_only_when_whole_whatever_the_chunking() -> None:
         b"VALUE a 0 2\r\nhiXXEND\r\n",  # the size does not match the data
         b"HELLO\r\nEND\r\n",
     ):
-        with pytest.raises(mc._Garbled):
-            mc._many(bytearray(broken))
+        with pytest.raises(mc.Garbled):
+            mc.many_values(bytearray(broken))
     # error lines end the command at once, without waiting for an END that never comes
-    with pytest.raises(mc._Refused, match="out of memory"):
-        mc._many(bytearray(b"SERVER_ERROR out of memory\r\n"))
-    with pytest.raises(mc._Refused):
-        mc._lines(3)(bytearray(b"CLIENT_ERROR bad data chunk\r\n"))
-    with pytest.raises(mc._Garbled):
-        mc._one(bytearray(b"ERROR\r\n"))
-    with pytest.raises(mc._Garbled):
-        mc._lines(1)(bytearray(b"STORED\r\nSTORED\r\n"))
+    with pytest.raises(mc.Refused, match="out of memory"):
+        mc.many_values(bytearray(b"SERVER_ERROR out of memory\r\n"))
+    with pytest.raises(mc.Refused):
+        mc.answer_lines(3)(bytearray(b"CLIENT_ERROR bad data chunk\r\n"))
+    with pytest.raises(mc.Garbled):
+        mc.one_value(bytearray(b"ERROR\r\n"))
+    with pytest.raises(mc.Garbled):
+        mc.answer_lines(1)(bytearray(b"STORED\r\nSTORED\r\n"))

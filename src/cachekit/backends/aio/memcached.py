@@ -36,7 +36,7 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import suppress
-from typing import Any, ClassVar, Final, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from pymemcache.client.rendezvous import RendezvousHash
 
@@ -62,212 +62,25 @@ from ..memcached import (
     memcached_key,
 )
 from . import PerLoop, command_deadline
+from ._protocol import (
+    FAILURES,
+    ONE_LINE,
+    Connection,
+    Refused,
+    answer_lines,
+    close_all,
+    many_values,
+    one_value,
+    stats_lines,
+    store_command,
+    values_with_cas,
+)
 
 __all__ = ["AsyncMemcachedBackend"]
 
 log = logging.getLogger("cachekit.memcached")
 
 _T = TypeVar("_T")
-
-
-class _Refused(Exception):
-    """memcached answered ``SERVER_ERROR`` or ``CLIENT_ERROR``."""
-
-
-class _Garbled(Exception):
-    """An answer that is not memcached's (e.g. ``ERROR``, or an unexpected line)."""
-
-
-# what the network, a stalled server or a broken answer raise
-_FAILURES = (OSError, EOFError, _Garbled, _Refused)
-
-#: Returned by a parser while the buffer does not yet hold the whole answer.
-_MORE: Any = object()
-
-Parser = Callable[[bytearray], Any]
-
-
-def _check(line: bytes) -> bytes:
-    """Raise for an error line; return ``line`` otherwise."""
-    if line.startswith((b"SERVER_ERROR", b"CLIENT_ERROR")):
-        raise _Refused(line.rstrip(b"\r\n").decode("utf-8", "replace"))
-    if line.startswith(b"ERROR"):
-        raise _Garbled("memcached answered ERROR (not a memcached, or an unknown command)")
-    return line
-
-
-_ERROR_LINES: Final = (b"SERVER_ERROR", b"CLIENT_ERROR", b"ERROR")
-
-
-def _values(buf: bytearray, with_cas: bool) -> Any:
-    """Parse ``VALUE`` blocks up to ``END``: ``{key: (data, cas unique or 0)}``, or ``_MORE``."""
-    if not buf.endswith(b"END\r\n"):  # every whole answer ends so; parse only then
-        if buf.startswith(_ERROR_LINES) and b"\r\n" in buf:
-            _check(bytes(buf))
-        return _MORE
-    data = bytes(buf)  # one copy; slicing bytes then copies each value once
-    pos, size_all = 0, len(data)
-    found: dict[bytes, tuple[bytes, int]] = {}
-    while True:
-        end = data.find(b"\r\n", pos)
-        if end < 0:
-            return _MORE
-        if end - pos == 3 and data.startswith(b"END", pos):
-            if end + 2 != size_all:  # (an END inside a value is skipped with the value)
-                raise _Garbled("memcached sent bytes after END")
-            return found
-        line = data[pos:end]
-        fields = _check(line).split()
-        if len(fields) < (5 if with_cas else 4) or fields[0] != b"VALUE":
-            raise _Garbled(f"unexpected memcached answer {line[:60]!r}")
-        start = end + 2
-        stop = start + int(fields[3])
-        if stop + 2 > size_all:
-            return _MORE
-        if data[stop : stop + 2] != b"\r\n":
-            raise _Garbled("a memcached value was not followed by CRLF")
-        found[fields[1]] = (data[start:stop], int(fields[4]) if with_cas else 0)
-        pos = stop + 2
-
-
-def _many(buf: bytearray) -> Any:
-    return _values(buf, False)
-
-
-def _with_cas(buf: bytearray) -> Any:
-    return _values(buf, True)
-
-
-def _one(buf: bytearray) -> Any:
-    """The answer to ``get`` of one key: its bytes, ``None``, or ``_MORE``."""
-    if buf == b"END\r\n":  # a miss: the common short answer
-        return None
-    found = _values(buf, False)
-    if found is _MORE:
-        return _MORE
-    if not found:
-        return None
-    if len(found) != 1:
-        raise _Garbled("memcached sent more than one value for one key")
-    return next(iter(found.values()))[0]
-
-
-def _lines(count: int) -> Parser:
-    """A parser for ``count`` one-line answers (a pipeline of storage or delete commands)."""
-
-    def parse(buf: bytearray) -> Any:
-        seen = buf.count(b"\r\n")
-        if seen < count:
-            if seen and buf.startswith((b"SERVER_ERROR", b"CLIENT_ERROR", b"ERROR")):
-                _check(bytes(buf[: buf.find(b"\r\n")]))
-            return _MORE
-        if seen > count or not buf.endswith(b"\r\n"):
-            raise _Garbled("memcached sent more answers than commands")
-        return [_check(line) for line in bytes(buf).split(b"\r\n")[:count]]
-
-    return parse
-
-
-def _stats(buf: bytearray) -> Any:
-    """``STAT name value`` lines up to ``END``: ``{name: value}``, or ``_MORE``."""
-    if buf.startswith((b"SERVER_ERROR", b"CLIENT_ERROR", b"ERROR")):
-        _check(bytes(buf))
-    if not (buf == b"END\r\n" or buf.endswith(b"\r\nEND\r\n")):
-        return _MORE
-    out: dict[bytes, bytes] = {}
-    for line in bytes(buf).split(b"\r\n"):
-        parts = line.split(b" ", 2)
-        if len(parts) == 3 and parts[0] == b"STAT":
-            out[parts[1]] = parts[2]
-    return out
-
-
-class _Conn(asyncio.Protocol):
-    """One connection; one command at a time, whose answer is parsed as its bytes arrive."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.get_running_loop()
-        self.transport: asyncio.Transport | None = None
-        self.buf = bytearray()
-        self.waiter: asyncio.Future[Any] | None = None
-        self.parse: Parser = _many
-        self.lost: BaseException | None = None
-        self.idle_since = 0.0
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
-        buf = self.buf
-        buf += data
-        waiter = self.waiter
-        if waiter is None or waiter.done():  # bytes nobody asked for: never reuse this
-            self.lost = _Garbled("memcached sent an answer to no command")
-            return
-        try:
-            result = self.parse(buf)
-        except Exception as exc:  # a parse or error-line failure ends this command
-            self.waiter = None
-            waiter.set_exception(exc)
-            return
-        if result is not _MORE:
-            self.waiter = None
-            buf.clear()
-            waiter.set_result(result)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.lost = exc or EOFError("memcached closed the connection")
-        waiter = self.waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_exception(self.lost)
-
-    def request(self, command: bytes, parse: Parser) -> asyncio.Future[Any]:
-        """Send ``command``; the future gets ``parse``'s result for the whole answer."""
-        if self.lost is not None:
-            raise self.lost
-        assert self.transport is not None
-        waiter = self.waiter = self.loop.create_future()
-        self.parse = parse
-        self.transport.write(command)
-        return waiter
-
-    def expire(self) -> None:
-        """The command's deadline has passed: fail its answer and drop the connection."""
-        error = TimeoutError("memcached command deadline passed")
-        waiter = self.waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_exception(error)
-        self.lost = self.lost or error
-        self.abort()
-
-    def abort(self) -> None:
-        """Drop the connection at once (its state is unknown)."""
-        self.lost = self.lost or EOFError("connection dropped")
-        if self.transport is not None:
-            self.transport.abort()
-
-    def close(self) -> None:
-        """Close an idle connection at once.
-
-        Aborted rather than closed: an idle connection has nothing left to send,
-        and a TLS close would first wait for the server's close_notify, which a
-        loop that is shutting down does not wait for (the socket would leak).
-        """
-        self.abort()
-
-
-async def _close_all(pools: dict[str, collections.deque[_Conn]]) -> None:
-    """Close every idle connection of one loop's table."""
-    for conns in pools.values():
-        while conns:
-            conns.pop().close()
-
-
-_ONE_LINE: Final = _lines(1)
-
-
-def _store(verb: bytes, mkey: bytes, data: bytes, exptime: int, extra: bytes = b"") -> bytes:
-    return b"%s %s 0 %d %d%s\r\n%s\r\n" % (verb, mkey, exptime, len(data), extra, data)
 
 
 class AsyncMemcachedBackend(AsyncBackend):
@@ -334,10 +147,10 @@ class AsyncMemcachedBackend(AsyncBackend):
         # node name -> monotonic time until which it is skipped (pools only)
         self._down: dict[str, float] = {}
         # node name -> idle connections, one such table per event loop
-        self._pools: PerLoop[dict[str, collections.deque[_Conn]]] = PerLoop(
+        self._pools: PerLoop[dict[str, collections.deque[Connection]]] = PerLoop(
             "AsyncMemcachedBackend",
             lambda: {name: collections.deque() for name in self._addresses},
-            _close_all,
+            close_all,
         )
         self._idle = self._pools.get
 
@@ -367,16 +180,16 @@ class AsyncMemcachedBackend(AsyncBackend):
 
     # ------------------------------------------------------------ connections
 
-    async def _connect(self, node: str, budget: float) -> _Conn:
+    async def _connect(self, node: str, budget: float) -> Connection:
         host, port = self._addresses[node]
         context = self.tls_context
         async with command_deadline(min(budget, self.connect_timeout)):
             _, conn = await asyncio.get_running_loop().create_connection(
-                _Conn, host, port, ssl=context, server_hostname=host if context else None
+                Connection, host, port, ssl=context, server_hostname=host if context else None
             )
         return conn
 
-    def _take(self, idle: collections.deque[_Conn]) -> _Conn | None:
+    def _take(self, idle: collections.deque[Connection]) -> Connection | None:
         while idle:
             conn = idle.pop()
             if self.pool_idle_timeout and time.monotonic() - conn.idle_since > (
@@ -387,7 +200,7 @@ class AsyncMemcachedBackend(AsyncBackend):
             return conn
         return None
 
-    def _give_back(self, idle: collections.deque[_Conn], conn: _Conn) -> None:
+    def _give_back(self, idle: collections.deque[Connection], conn: Connection) -> None:
         if len(idle) < self._pool_size and not self._pools.closed:
             if self.pool_idle_timeout:
                 conn.idle_since = time.monotonic()
@@ -399,7 +212,7 @@ class AsyncMemcachedBackend(AsyncBackend):
         self,
         node: str,
         op: str,
-        call: Callable[[_Conn], Awaitable[_T]],
+        call: Callable[[Connection], Awaitable[_T]],
         size: int = 0,
         key: str | None = None,
     ) -> _T:
@@ -423,7 +236,7 @@ class AsyncMemcachedBackend(AsyncBackend):
         except BaseException as exc:
             if conn is not None:
                 conn.abort()  # an answer may still be on its way: never reuse it
-            if isinstance(exc, _FAILURES):
+            if isinstance(exc, FAILURES):
                 raise self._failure(node, op, exc, size, key) from exc
             raise
         finally:
@@ -438,7 +251,7 @@ class AsyncMemcachedBackend(AsyncBackend):
         self, node: str, op: str, exc: BaseException, size: int = 0, key: str | None = None
     ) -> CacheError:
         """The cachekit error for ``exc``; a node that did not answer is marked down."""
-        if isinstance(exc, _Refused):
+        if isinstance(exc, Refused):
             if "too large" in str(exc):
                 return ServerValueTooLargeError(size, self._limit, key)
             return BackendRejectedError(f"memcached {node} refused {op}: {exc}")
@@ -501,7 +314,7 @@ class AsyncMemcachedBackend(AsyncBackend):
         mkey = memcached_key(key)
         node = self._node_of(mkey)
         command = b"get " + mkey.encode() + b"\r\n"
-        value = await self._on(node, "get", lambda conn: conn.request(command, _one))
+        value = await self._on(node, "get", lambda conn: conn.request(command, one_value))
         return MISSING if value is None else value
 
     async def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
@@ -516,13 +329,15 @@ class AsyncMemcachedBackend(AsyncBackend):
         single = self._single
         if single is not None:  # one node: no grouping, no tasks
             command = b"get " + " ".join(by_mkey).encode() + b"\r\n"
-            found = await self._on(single, "get_many", lambda conn: conn.request(command, _many))
+            found = await self._on(
+                single, "get_many", lambda conn: conn.request(command, many_values)
+            )
             return {by_mkey[m.decode()]: data for m, (data, _) in found.items()}
 
         async def fetch(node: str, mkeys: list[str]) -> dict[bytes, tuple[bytes, int]]:
             command = b"get " + " ".join(mkeys).encode() + b"\r\n"
             found: dict[bytes, tuple[bytes, int]] = await self._on(
-                node, "get_many", lambda conn: conn.request(command, _many)
+                node, "get_many", lambda conn: conn.request(command, many_values)
             )
             return found
 
@@ -547,11 +362,11 @@ class AsyncMemcachedBackend(AsyncBackend):
             await self.delete(key)
             return
         mkey = memcached_key(key)
-        command = _store(b"set", mkey.encode(), data, expire)
+        command = store_command(b"set", mkey.encode(), data, expire)
         answer = await self._on(
             self._node_of(mkey),
             "set",
-            lambda conn: conn.request(command, _ONE_LINE),
+            lambda conn: conn.request(command, ONE_LINE),
             len(data),
             key,
         )
@@ -572,9 +387,11 @@ class AsyncMemcachedBackend(AsyncBackend):
         values = {memcached_key(k): v for k, v in items.items()}
 
         async def store(node: str, mkeys: list[str]) -> None:
-            commands = [_store(b"set", m.encode(), values[m], expire) for m in mkeys]
+            commands = [store_command(b"set", m.encode(), values[m], expire) for m in mkeys]
             answers = await self._on(
-                node, "set_many", lambda conn: conn.request(b"".join(commands), _lines(len(mkeys)))
+                node,
+                "set_many",
+                lambda conn: conn.request(b"".join(commands), answer_lines(len(mkeys))),
             )
             failed = sum(1 for a in answers if a != b"STORED")
             if failed:
@@ -594,11 +411,11 @@ class AsyncMemcachedBackend(AsyncBackend):
         if expire is None:  # an entry that expires at once: stored only in name, as in memory
             return await self.get(key) is MISSING
         mkey = memcached_key(key)
-        command = _store(b"add", mkey.encode(), data, expire)
+        command = store_command(b"add", mkey.encode(), data, expire)
         answer = await self._on(
             self._node_of(mkey),
             "add",
-            lambda conn: conn.request(command, _ONE_LINE),
+            lambda conn: conn.request(command, ONE_LINE),
             len(data),
             key,
         )
@@ -609,7 +426,7 @@ class AsyncMemcachedBackend(AsyncBackend):
         mkey = memcached_key(key)
         command = b"delete " + mkey.encode() + b"\r\n"
         answer = await self._on(
-            self._node_of(mkey), "delete", lambda conn: conn.request(command, _ONE_LINE)
+            self._node_of(mkey), "delete", lambda conn: conn.request(command, ONE_LINE)
         )
         return bool(answer == [b"DELETED"])
 
@@ -628,7 +445,7 @@ class AsyncMemcachedBackend(AsyncBackend):
             answers = await self._on(
                 node,
                 "delete_many",
-                lambda conn: conn.request(b"".join(commands), _lines(len(group))),
+                lambda conn: conn.request(b"".join(commands), answer_lines(len(group))),
             )
             return sum(1 for a in answers if a == b"DELETED")
 
@@ -660,14 +477,14 @@ class AsyncMemcachedBackend(AsyncBackend):
         mkey = memcached_key(key)
         raw = mkey.encode()
 
-        async def run(conn: _Conn) -> bool:
-            found = (await conn.request(b"gets " + raw + b"\r\n", _with_cas)).get(raw)
+        async def run(conn: Connection) -> bool:
+            found = (await conn.request(b"gets " + raw + b"\r\n", values_with_cas)).get(raw)
             if found is None or found[0] != expected:
                 return False
             # an immediately expiring value: a cas that stores it already expired
             exptime = -1 if expire is None else expire
-            command = _store(b"cas", raw, data, exptime, b" %d" % found[1])
-            return bool(await conn.request(command, _ONE_LINE) == [b"STORED"])
+            command = store_command(b"cas", raw, data, exptime, b" %d" % found[1])
+            return bool(await conn.request(command, ONE_LINE) == [b"STORED"])
 
         return await self._on(self._node_of(mkey), "compare_and_set", run, len(data), key)
 
@@ -682,7 +499,9 @@ class AsyncMemcachedBackend(AsyncBackend):
 
         totals = dict.fromkeys(fields, 0.0)
         for node in self._addresses:
-            answer = await self._on(node, "stats", lambda conn: conn.request(b"stats\r\n", _stats))
+            answer = await self._on(
+                node, "stats", lambda conn: conn.request(b"stats\r\n", stats_lines)
+            )
             for name, stat in fields.items():
                 with suppress(ValueError):  # a stat this server does not keep
                     totals[name] += float(answer.get(stat, b"0"))
