@@ -386,6 +386,12 @@ def test_every_entry_is_accounted_for_exactly(clock: FakeClock, policy: str) -> 
     capacity, expired = b.eviction_counts()
     assert capacity > 1000 and expired > 1000 and dropped > 0
     assert stored == len(b) + capacity + expired + deleted + dropped
+    policy_keys = [
+        key
+        for part in ("order", "window", "probation", "protected")
+        for key in getattr(b._store.policy, part, ())
+    ]
+    assert sorted(policy_keys) == sorted(b._store.data)  # the policy tracks exactly the entries
 
 
 @pytest.mark.parametrize("policy", POLICIES)
