@@ -149,7 +149,7 @@ class _AsyncRedisCommon(AsyncBackend):
 
     async def delete_many(self, keys: Iterable[str]) -> int:
         """Remove ``keys`` with one ``DEL`` (one per slot on a cluster); return how many existed."""
-        encoded = [_k(k) for k in keys]
+        encoded = [k.encode("utf-8", "surrogatepass") for k in keys]
         if not encoded:
             return 0
         return int(await self._run("DEL", lambda c: c.delete(*encoded)))
@@ -162,7 +162,8 @@ class _AsyncRedisCommon(AsyncBackend):
         keys = list(dict.fromkeys(keys))
         if not keys:
             return {}
-        values = await self._run("MGET", lambda c: self._mget(c, [_k(k) for k in keys]))
+        encoded = [k.encode("utf-8", "surrogatepass") for k in keys]
+        values = await self._run("MGET", lambda c: self._mget(c, encoded))
         return {k: v for k, v in zip(keys, values, strict=True) if v is not None}
 
     async def set_many(self, mapping: Mapping[str, Any], ttl: float | None) -> None:
