@@ -39,6 +39,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import cachetools
 
@@ -95,6 +96,27 @@ def cachekit_template() -> tuple[Timer, ck.Cache]:
         return x * x
 
     return _sync_timer(square), cache
+
+
+def cachekit_async(loop: asyncio.AbstractEventLoop) -> tuple[Timer, ck.AsyncCache]:
+    from cachekit.backends.aio.memory import AsyncMemoryBackend
+
+    acache = ck.AsyncCache(
+        AsyncMemoryBackend(ck.MemoryBackend(maxsize=10_000)), namespace="bench-a", ttl=300
+    )
+
+    @acache.cached()
+    async def square(x: int) -> int:
+        return x * x
+
+    return _async_timer(square, loop), acache
+
+
+def trivial_coroutine(loop: asyncio.AbstractEventLoop) -> Timer:
+    async def square(x: int) -> int:
+        return x * x
+
+    return _async_timer(square, loop)
 
 
 def lru() -> Timer:
@@ -193,14 +215,17 @@ def _fmt(us: float) -> str:
     return f"{us:.3f}" if us < 1 else f"{us:.2f}" if us < 10 else f"{us:.1f}"
 
 
-def build(loop: asyncio.AbstractEventLoop) -> tuple[list[Contestant], list[ck.Cache]]:
+def build(loop: asyncio.AbstractEventLoop) -> tuple[list[Contestant], list[Any]]:
     ck_args, cache_a = cachekit_args()
     ck_tmpl, cache_t = cachekit_template()
+    ck_async, cache_async = cachekit_async(loop)
     contestants = [
         Contestant("cachekit @cache.cached", ck_args),
         Contestant("cachekit @cache.cached(key=template)", ck_tmpl),
         Contestant("functools.lru_cache", lru()),
         Contestant("cachetools.cached(TTLCache)", cachetools_ttl()),
+        Contestant("cachekit @acache.cached (async)", ck_async),
+        Contestant("await a trivial coroutine (async floor)", trivial_coroutine(loop)),
     ]
     optional: list[tuple[str, Callable[[], Timer]]] = [
         ("dogpile.cache memory (cache_on_arguments)", dogpile_memory),
@@ -212,7 +237,7 @@ def build(loop: asyncio.AbstractEventLoop) -> tuple[list[Contestant], list[ck.Ca
             contestants.append(Contestant(name, make()))
         except ImportError as exc:
             print(f"skipped {name}: {exc} (pip install -e '.[bench]')", file=sys.stderr)
-    return contestants, [cache_a, cache_t]
+    return contestants, [cache_a, cache_t, cache_async]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -259,6 +284,14 @@ def main(argv: list[str] | None = None) -> int:
     ck_ratio = rows[0][2]
     verdict = "meets" if ck_ratio <= 1.0 else "MISSES"
     print(f"cachekit hit / cachetools hit = {ck_ratio:.2f}x: {verdict} the <= 1.0x target")
+    a_hit = next(c for c in contestants if c.name.startswith("cachekit @acache"))
+    floor = next(c for c in contestants if c.name.startswith("await a trivial"))
+    extra = statistics.median(a - b for a, b in zip(a_hit.us, floor.us, strict=True))
+    verdict = "meets" if extra <= 1.5 else "MISSES"
+    print(
+        f"async hit - awaiting a trivial coroutine = {extra:.2f} us per hit "
+        f"(median of per-round differences): {verdict} the <= 1.5 us target"
+    )
 
     if args.plot:
         plot(rows, args.plot, args.rounds)
