@@ -60,7 +60,7 @@ __all__ = ["AsyncRedisBackend", "AsyncRedisClusterBackend"]
 
 _T = TypeVar("_T")
 
-_CAS_SHA = hashlib.sha1(_CAS_LUA.encode()).hexdigest()
+_CAS_SHA = hashlib.sha1(_CAS_LUA.encode(), usedforsecurity=False).hexdigest()  # its name in Redis
 
 
 def _accepted(*functions: Callable[..., Any]) -> frozenset[str]:
