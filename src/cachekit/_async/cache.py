@@ -149,20 +149,28 @@ class AsyncCache(AsyncLoads):
     # ------------------------------------------------------------ decorators
 
     def cached(
-        self, ttl: TTLLike = None, *, key: str | Callable[..., str] | None = None
+        self,
+        ttl: TTLLike = None,
+        *,
+        key: str | Callable[..., str] | None = None,
+        cache_if: Callable[[Any], bool] | None = None,
     ) -> Callable[[Callable[P, Awaitable[R]]], AsyncCachedCallable[P, R]]:
         """Decorate a function with lazy loading: see ``decorators.cached``."""
         from .decorators import cached
 
-        return cached(self, ttl=ttl, key=key)
+        return cached(self, ttl=ttl, key=key, cache_if=cache_if)
 
     def writes(
-        self, *, key: str | Callable[..., str], ttl: TTLLike = None
+        self,
+        *,
+        key: str | Callable[..., str],
+        ttl: TTLLike = None,
+        cache_if: Callable[[Any], bool] | None = None,
     ) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
         """Decorate a writer: after it succeeds, store its result or invalidate, per policy."""
         from .decorators import writes
 
-        return writes(self, key=key, ttl=ttl)
+        return writes(self, key=key, ttl=ttl, cache_if=cache_if)
 
     def evicts(
         self, *, key: str | Callable[..., str]

@@ -84,12 +84,18 @@ class AsyncCachedFunction(Generic[P, R]):
     """The helpers attached to a ``@cache.cached`` function (the wrapper stays a function)."""
 
     def __init__(
-        self, cache: AsyncCache, func: Callable[P, Awaitable[R]], ttl: TTLLike, key: KeySpec
+        self,
+        cache: AsyncCache,
+        func: Callable[P, Awaitable[R]],
+        ttl: TTLLike,
+        key: KeySpec,
+        cache_if: Callable[[Any], bool] | None = None,
     ) -> None:
         self.cache = cache
         self.func = func
         self.ttl = ttl
         self.key_of = key_builder(func, key)
+        self.cache_if = cache_if
 
     def key(self, *args: P.args, **kwargs: P.kwargs) -> str:
         """Return the cache key of a call with these arguments."""
@@ -102,7 +108,10 @@ class AsyncCachedFunction(Generic[P, R]):
     async def refresh(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Call the function now, store its result, and return it."""
         return await self.cache.refresh(
-            self.key_of(args, kwargs), lambda: self.func(*args, **kwargs), self.ttl
+            self.key_of(args, kwargs),
+            lambda: self.func(*args, **kwargs),
+            self.ttl,
+            cache_if=self.cache_if,
         )
 
     async def uncached(self, *args: P.args, **kwargs: P.kwargs) -> R:
@@ -111,7 +120,7 @@ class AsyncCachedFunction(Generic[P, R]):
 
 
 def _make_wrapper(helpers: AsyncCachedFunction[P, R]) -> Callable[P, Awaitable[R]]:
-    func, ttl, key_of = helpers.func, helpers.ttl, helpers.key_of
+    func, ttl, key_of, cache_if = helpers.func, helpers.ttl, helpers.key_of, helpers.cache_if
     cache = helpers.cache
     lookup, load, full_key = cache._lookup, cache._load, cache._full
 
@@ -121,7 +130,8 @@ def _make_wrapper(helpers: AsyncCachedFunction[P, R]) -> Callable[P, Awaitable[R
         value = await lookup(key)
         if value is not MISSING:
             return value  # type: ignore[no-any-return]
-        return await load(await full_key(key), lambda: func(*args, **kwargs), ttl)
+        full = await full_key(key)
+        return await load(full, lambda: func(*args, **kwargs), ttl, cache_if=cache_if)
 
     return wrapper
 
@@ -190,14 +200,19 @@ class _Bound:
 
 
 def cached(
-    cache: AsyncCache, ttl: TTLLike = None, key: KeySpec = None
+    cache: AsyncCache,
+    ttl: TTLLike = None,
+    key: KeySpec = None,
+    cache_if: Callable[[Any], bool] | None = None,
 ) -> Callable[[Callable[P, Awaitable[R]]], AsyncCachedCallable[P, R]]:
     """Lazy loading: return the cached result, or call the function and cache it.
 
     The key is the function's qualified name plus its bound arguments (defaults
     applied), or ``key`` - a template such as ``"user:{user_id}"`` or a
-    callable taking the function's arguments. The wrapper gains
-    ``.invalidate(*args)``, ``.refresh(*args)``, ``.uncached(*args)`` and ``.key(*args)``.
+    callable taking the function's arguments. With ``cache_if``, a result is
+    stored only when ``cache_if(result)`` (it is returned either way). The
+    wrapper gains ``.invalidate(*args)``, ``.refresh(*args)``, ``.uncached(*args)``
+    and ``.key(*args)``.
     """
     if callable(ttl) and not isinstance(ttl, (int, float)):
         raise ConfigurationError("use @cache.cached() or @cache.cached(ttl=...), with parentheses")
@@ -205,7 +220,7 @@ def cached(
 
     def decorate(func: Callable[P, Awaitable[R]]) -> AsyncCachedCallable[P, R]:
         check_kind(func, IS_ASYNC, "cached")
-        helpers = AsyncCachedFunction(cache, func, ttl, key)
+        helpers = AsyncCachedFunction(cache, func, ttl, key, cache_if)
         if is_method(func):
             return cast(AsyncCachedCallable[P, R], AsyncCachedMethod(helpers))
         wrapper: Any = _make_wrapper(helpers)
@@ -220,7 +235,11 @@ def cached(
 
 
 def writes(
-    cache: AsyncCache, *, key: KeySpec, ttl: TTLLike = None
+    cache: AsyncCache,
+    *,
+    key: KeySpec,
+    ttl: TTLLike = None,
+    cache_if: Callable[[Any], bool] | None = None,
 ) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
     """After the function succeeds, store its return value (write-through) or invalidate.
 
@@ -238,7 +257,7 @@ def writes(
         @functools.wraps(func)
         async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
             k = key_of(args, kwargs)  # an unkeyable call fails before the write happens
-            return await cache.write(k, lambda: func(*args, **kwargs), ttl)
+            return await cache.write(k, lambda: func(*args, **kwargs), ttl, cache_if=cache_if)
 
         return wrapper
 

@@ -36,6 +36,8 @@ T = TypeVar("T")
 
 #: A TTL, or a function of the loaded value that returns one (e.g. short for ``None``).
 LoadTTL = TTLLike | Callable[[Any], TTLLike]
+#: A predicate on a loaded value: store it only when true (the caller gets it either way).
+CacheIf = Callable[[Any], bool] | None
 
 
 class AsyncLoads(AsyncWrites):
@@ -199,7 +201,12 @@ class AsyncLoads(AsyncWrites):
             pause = min(pause * 2, 0.05)
 
     async def _load(
-        self, full: str, loader: Callable[[], Awaitable[T]], ttl: LoadTTL, fresh: bool = False
+        self,
+        full: str,
+        loader: Callable[[], Awaitable[T]],
+        ttl: LoadTTL,
+        fresh: bool = False,
+        cache_if: CacheIf = None,
     ) -> T:
         """Run ``loader`` once per key at a time; others wait for its result.
 
@@ -259,7 +266,7 @@ class AsyncLoads(AsyncWrites):
                 raise
             flight.value = value
             if not failing and not flight.invalidated and (lease is not None or not leased):
-                await self._store_loaded(full, value, ttl, lease, flight)
+                await self._store_loaded(full, value, ttl, lease, flight, cache_if)
             elif lease is not None:
                 await self._release_lease(full, lease)
             return value
@@ -267,7 +274,13 @@ class AsyncLoads(AsyncWrites):
             await self._land(full, flight)
 
     async def _store_loaded(
-        self, full: str, value: Any, ttl: LoadTTL, lease: bytes | None, flight: Flight
+        self,
+        full: str,
+        value: Any,
+        ttl: LoadTTL,
+        lease: bytes | None,
+        flight: Flight,
+        cache_if: CacheIf = None,
     ) -> None:
         """Cache a loaded value unless a write voided its load; encode failures are logged.
 
@@ -275,6 +288,10 @@ class AsyncLoads(AsyncWrites):
         and the store happen under the flights lock, which every write takes to void
         a load, so no write can fall between them.
         """
+        if cache_if is not None and not cache_if(value):
+            if lease is not None:
+                await self._release_lease(full, lease)  # the next caller loads at once
+            return
         try:
             if callable(ttl):
                 ttl = ttl(value)
@@ -321,6 +338,8 @@ class AsyncLoads(AsyncWrites):
         keys: Iterable[str],
         loader: Callable[[list[str]], Awaitable[Mapping[str, Any]]],
         ttl: LoadTTL = None,
+        *,
+        cache_if: CacheIf = None,
     ) -> dict[str, Any]:
         """Return cached values for ``keys``, loading all misses with one ``loader(missing)`` call.
 
@@ -364,7 +383,7 @@ class AsyncLoads(AsyncWrites):
                     value = flight.value = loaded[k]
                     found[k] = value
                     if not failing and not flight.invalidated and (lease is not None or not leased):
-                        await self._store_loaded(fulls[k], value, ttl, lease, flight)
+                        await self._store_loaded(fulls[k], value, ttl, lease, flight, cache_if)
                     elif lease is not None:
                         await self._release_lease(fulls[k], lease)
         finally:
@@ -377,15 +396,31 @@ class AsyncLoads(AsyncWrites):
         return {k: found[k] for k in keys if k in found}
 
     async def get_or_load(
-        self, key: str, loader: Callable[[], Awaitable[T]], ttl: LoadTTL = None
+        self,
+        key: str,
+        loader: Callable[[], Awaitable[T]],
+        ttl: LoadTTL = None,
+        *,
+        cache_if: CacheIf = None,
     ) -> T:
-        """Return the cached value, or run ``loader`` (once per key at a time) and cache it."""
+        """Return the cached value, or run ``loader`` (once per key at a time) and cache it.
+
+        With ``cache_if``, the loaded value is stored only when ``cache_if(value)``.
+        """
         key = checked(key)
         value = await self._lookup(key)
         if value is not MISSING:
             return value  # type: ignore[no-any-return]
-        return await self._load(await self._full(key), loader, ttl)
+        return await self._load(await self._full(key), loader, ttl, cache_if=cache_if)
 
-    async def refresh(self, key: str, loader: Callable[[], Awaitable[T]], ttl: LoadTTL = None) -> T:
+    async def refresh(
+        self,
+        key: str,
+        loader: Callable[[], Awaitable[T]],
+        ttl: LoadTTL = None,
+        *,
+        cache_if: CacheIf = None,
+    ) -> T:
         """Run ``loader`` now and store its result, unless a write to ``key`` overlaps it."""
-        return await self._load(await self._full(checked(key)), loader, ttl, fresh=True)
+        full = await self._full(checked(key))
+        return await self._load(full, loader, ttl, fresh=True, cache_if=cache_if)

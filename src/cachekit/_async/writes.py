@@ -229,10 +229,18 @@ class AsyncWrites(AsyncReads):
                 self._start_replayer()
             self._backend_error("clear", exc)
 
-    async def write(self, key: str, writer: Callable[[], Awaitable[T]], ttl: TTLLike = None) -> T:
+    async def write(
+        self,
+        key: str,
+        writer: Callable[[], Awaitable[T]],
+        ttl: TTLLike = None,
+        *,
+        cache_if: Callable[[Any], bool] | None = None,
+    ) -> T:
         """Run ``writer`` (a write to the source); then store its result or invalidate ``key``.
 
-        Write-through stores the result, cache-aside invalidates. If ``writer``
+        Write-through stores the result (only when ``cache_if(result)``, if given;
+        otherwise it invalidates), cache-aside invalidates. If ``writer``
         raises, the cache is not touched. When two writes to the same key overlap
         in this process, their order at the source is unknown, so the key is
         invalidated instead of storing a value that may be the older one.
@@ -251,7 +259,8 @@ class AsyncWrites(AsyncReads):
         try:
             result = await writer()
             async with entry.step:
-                if self.policy.stores_on_write and not mine.conflict:
+                stores = cache_if is None or cache_if(result)
+                if self.policy.stores_on_write and stores and not mine.conflict:
                     try:
                         await self.set(key, result, ttl)
                     except (SerializationError, ValueTooLargeError) as exc:

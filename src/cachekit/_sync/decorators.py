@@ -83,11 +83,19 @@ class CachedCallable(Protocol[P, R_co]):
 class CachedFunction(Generic[P, R]):
     """The helpers attached to a ``@cache.cached`` function (the wrapper stays a function)."""
 
-    def __init__(self, cache: Cache, func: Callable[P, R], ttl: TTLLike, key: KeySpec) -> None:
+    def __init__(
+        self,
+        cache: Cache,
+        func: Callable[P, R],
+        ttl: TTLLike,
+        key: KeySpec,
+        cache_if: Callable[[Any], bool] | None = None,
+    ) -> None:
         self.cache = cache
         self.func = func
         self.ttl = ttl
         self.key_of = key_builder(func, key)
+        self.cache_if = cache_if
 
     def key(self, *args: P.args, **kwargs: P.kwargs) -> str:
         """Return the cache key of a call with these arguments."""
@@ -100,7 +108,10 @@ class CachedFunction(Generic[P, R]):
     def refresh(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Call the function now, store its result, and return it."""
         return self.cache.refresh(
-            self.key_of(args, kwargs), lambda: self.func(*args, **kwargs), self.ttl
+            self.key_of(args, kwargs),
+            lambda: self.func(*args, **kwargs),
+            self.ttl,
+            cache_if=self.cache_if,
         )
 
     def uncached(self, *args: P.args, **kwargs: P.kwargs) -> R:
@@ -109,7 +120,7 @@ class CachedFunction(Generic[P, R]):
 
 
 def _make_wrapper(helpers: CachedFunction[P, R]) -> Callable[P, R]:
-    func, ttl, key_of = helpers.func, helpers.ttl, helpers.key_of
+    func, ttl, key_of, cache_if = helpers.func, helpers.ttl, helpers.key_of, helpers.cache_if
     cache = helpers.cache
     lookup, load, full_key = cache._lookup, cache._load, cache._full
 
@@ -119,7 +130,8 @@ def _make_wrapper(helpers: CachedFunction[P, R]) -> Callable[P, R]:
         value = lookup(key)
         if value is not MISSING:
             return value  # type: ignore[no-any-return]
-        return load(full_key(key), lambda: func(*args, **kwargs), ttl)
+        full = full_key(key)
+        return load(full, lambda: func(*args, **kwargs), ttl, cache_if=cache_if)
 
     return wrapper
 
@@ -188,14 +200,19 @@ class _Bound:
 
 
 def cached(
-    cache: Cache, ttl: TTLLike = None, key: KeySpec = None
+    cache: Cache,
+    ttl: TTLLike = None,
+    key: KeySpec = None,
+    cache_if: Callable[[Any], bool] | None = None,
 ) -> Callable[[Callable[P, R]], CachedCallable[P, R]]:
     """Lazy loading: return the cached result, or call the function and cache it.
 
     The key is the function's qualified name plus its bound arguments (defaults
     applied), or ``key`` - a template such as ``"user:{user_id}"`` or a
-    callable taking the function's arguments. The wrapper gains
-    ``.invalidate(*args)``, ``.refresh(*args)``, ``.uncached(*args)`` and ``.key(*args)``.
+    callable taking the function's arguments. With ``cache_if``, a result is
+    stored only when ``cache_if(result)`` (it is returned either way). The
+    wrapper gains ``.invalidate(*args)``, ``.refresh(*args)``, ``.uncached(*args)``
+    and ``.key(*args)``.
     """
     if callable(ttl) and not isinstance(ttl, (int, float)):
         raise ConfigurationError("use @cache.cached() or @cache.cached(ttl=...), with parentheses")
@@ -203,7 +220,7 @@ def cached(
 
     def decorate(func: Callable[P, R]) -> CachedCallable[P, R]:
         check_kind(func, IS_ASYNC, "cached")
-        helpers = CachedFunction(cache, func, ttl, key)
+        helpers = CachedFunction(cache, func, ttl, key, cache_if)
         if is_method(func):
             return cast(CachedCallable[P, R], CachedMethod(helpers))
         wrapper: Any = _make_wrapper(helpers)
@@ -218,7 +235,11 @@ def cached(
 
 
 def writes(
-    cache: Cache, *, key: KeySpec, ttl: TTLLike = None
+    cache: Cache,
+    *,
+    key: KeySpec,
+    ttl: TTLLike = None,
+    cache_if: Callable[[Any], bool] | None = None,
 ) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """After the function succeeds, store its return value (write-through) or invalidate.
 
@@ -236,7 +257,7 @@ def writes(
         @functools.wraps(func)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
             k = key_of(args, kwargs)  # an unkeyable call fails before the write happens
-            return cache.write(k, lambda: func(*args, **kwargs), ttl)
+            return cache.write(k, lambda: func(*args, **kwargs), ttl, cache_if=cache_if)
 
         return wrapper
 

@@ -36,6 +36,8 @@ T = TypeVar("T")
 
 #: A TTL, or a function of the loaded value that returns one (e.g. short for ``None``).
 LoadTTL = TTLLike | Callable[[Any], TTLLike]
+#: A predicate on a loaded value: store it only when true (the caller gets it either way).
+CacheIf = Callable[[Any], bool] | None
 
 
 class Loads(Writes):
@@ -196,7 +198,14 @@ class Loads(Writes):
                 return MISSING
             pause = min(pause * 2, 0.05)
 
-    def _load(self, full: str, loader: Callable[[], T], ttl: LoadTTL, fresh: bool = False) -> T:
+    def _load(
+        self,
+        full: str,
+        loader: Callable[[], T],
+        ttl: LoadTTL,
+        fresh: bool = False,
+        cache_if: CacheIf = None,
+    ) -> T:
         """Run ``loader`` once per key at a time; others wait for its result.
 
         The result is stored only if no write to the key happened meanwhile: over
@@ -255,7 +264,7 @@ class Loads(Writes):
                 raise
             flight.value = value
             if not failing and not flight.invalidated and (lease is not None or not leased):
-                self._store_loaded(full, value, ttl, lease, flight)
+                self._store_loaded(full, value, ttl, lease, flight, cache_if)
             elif lease is not None:
                 self._release_lease(full, lease)
             return value
@@ -263,7 +272,13 @@ class Loads(Writes):
             self._land(full, flight)
 
     def _store_loaded(
-        self, full: str, value: Any, ttl: LoadTTL, lease: bytes | None, flight: Flight
+        self,
+        full: str,
+        value: Any,
+        ttl: LoadTTL,
+        lease: bytes | None,
+        flight: Flight,
+        cache_if: CacheIf = None,
     ) -> None:
         """Cache a loaded value unless a write voided its load; encode failures are logged.
 
@@ -271,6 +286,10 @@ class Loads(Writes):
         and the store happen under the flights lock, which every write takes to void
         a load, so no write can fall between them.
         """
+        if cache_if is not None and not cache_if(value):
+            if lease is not None:
+                self._release_lease(full, lease)  # the next caller loads at once
+            return
         try:
             if callable(ttl):
                 ttl = ttl(value)
@@ -317,6 +336,8 @@ class Loads(Writes):
         keys: Iterable[str],
         loader: Callable[[list[str]], Mapping[str, Any]],
         ttl: LoadTTL = None,
+        *,
+        cache_if: CacheIf = None,
     ) -> dict[str, Any]:
         """Return cached values for ``keys``, loading all misses with one ``loader(missing)`` call.
 
@@ -360,7 +381,7 @@ class Loads(Writes):
                     value = flight.value = loaded[k]
                     found[k] = value
                     if not failing and not flight.invalidated and (lease is not None or not leased):
-                        self._store_loaded(fulls[k], value, ttl, lease, flight)
+                        self._store_loaded(fulls[k], value, ttl, lease, flight, cache_if)
                     elif lease is not None:
                         self._release_lease(fulls[k], lease)
         finally:
@@ -372,14 +393,32 @@ class Loads(Writes):
                 found[k] = value
         return {k: found[k] for k in keys if k in found}
 
-    def get_or_load(self, key: str, loader: Callable[[], T], ttl: LoadTTL = None) -> T:
-        """Return the cached value, or run ``loader`` (once per key at a time) and cache it."""
+    def get_or_load(
+        self,
+        key: str,
+        loader: Callable[[], T],
+        ttl: LoadTTL = None,
+        *,
+        cache_if: CacheIf = None,
+    ) -> T:
+        """Return the cached value, or run ``loader`` (once per key at a time) and cache it.
+
+        With ``cache_if``, the loaded value is stored only when ``cache_if(value)``.
+        """
         key = checked(key)
         value = self._lookup(key)
         if value is not MISSING:
             return value  # type: ignore[no-any-return]
-        return self._load(self._full(key), loader, ttl)
+        return self._load(self._full(key), loader, ttl, cache_if=cache_if)
 
-    def refresh(self, key: str, loader: Callable[[], T], ttl: LoadTTL = None) -> T:
+    def refresh(
+        self,
+        key: str,
+        loader: Callable[[], T],
+        ttl: LoadTTL = None,
+        *,
+        cache_if: CacheIf = None,
+    ) -> T:
         """Run ``loader`` now and store its result, unless a write to ``key`` overlaps it."""
-        return self._load(self._full(checked(key)), loader, ttl, fresh=True)
+        full = self._full(checked(key))
+        return self._load(full, loader, ttl, fresh=True, cache_if=cache_if)

@@ -227,10 +227,18 @@ class Writes(Reads):
                 self._start_replayer()
             self._backend_error("clear", exc)
 
-    def write(self, key: str, writer: Callable[[], T], ttl: TTLLike = None) -> T:
+    def write(
+        self,
+        key: str,
+        writer: Callable[[], T],
+        ttl: TTLLike = None,
+        *,
+        cache_if: Callable[[Any], bool] | None = None,
+    ) -> T:
         """Run ``writer`` (a write to the source); then store its result or invalidate ``key``.
 
-        Write-through stores the result, cache-aside invalidates. If ``writer``
+        Write-through stores the result (only when ``cache_if(result)``, if given;
+        otherwise it invalidates), cache-aside invalidates. If ``writer``
         raises, the cache is not touched. When two writes to the same key overlap
         in this process, their order at the source is unknown, so the key is
         invalidated instead of storing a value that may be the older one.
@@ -249,7 +257,8 @@ class Writes(Reads):
         try:
             result = writer()
             with entry.step:
-                if self.policy.stores_on_write and not mine.conflict:
+                stores = cache_if is None or cache_if(result)
+                if self.policy.stores_on_write and stores and not mine.conflict:
                     try:
                         self.set(key, result, ttl)
                     except (SerializationError, ValueTooLargeError) as exc:
