@@ -1,4 +1,4 @@
-"""``cache_if``: a loaded or written value is always returned, stored only if the predicate holds."""
+"""``cache_if``: a loaded or written value is always returned, stored only if it passes."""
 
 from __future__ import annotations
 
