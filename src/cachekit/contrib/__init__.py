@@ -1,1 +1,1 @@
-"""Integrations with web frameworks and telemetry libraries (each module imports its framework lazily)."""
+"""Integrations with web frameworks and telemetry (each module imports its own framework)."""
