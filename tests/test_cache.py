@@ -1,10 +1,14 @@
-"""Cache: the public API over memory on a fake clock, bad values, fail-open, breaker (cache.py)."""
+"""Cache and AsyncCache: the public API over memory on a fake clock, bad values, fail-open, breaker.
+
+Every test runs twice through the ``drv`` fixture (``tests/twins.py``): against a
+``Cache`` and against an ``AsyncCache`` (each awaited call run on the test's loop).
+"""
 
 from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import pytest
@@ -12,20 +16,28 @@ import pytest
 import cachekit as ck
 from cachekit.backends.base import MISSING
 from tests.conftest import FakeClock
+from tests.twins import TWIN_KINDS, Twin, open_twin
 
 
-def make_cache(clock: FakeClock, namespace: str = "app", **opts: Any) -> ck.Cache:
+@pytest.fixture(params=TWIN_KINDS)
+def drv(request: pytest.FixtureRequest) -> Iterator[Twin]:
+    """Each test with a ``Cache``, then with an ``AsyncCache``."""
+    yield from open_twin(request.param)
+
+
+def make_cache(drv: Twin, clock: FakeClock, namespace: str = "app", **opts: Any) -> Any:
+    """A cache of the driver's kind over memory on ``clock``."""
     backend = opts.pop("backend", None)
     if backend is None:  # not `or`: an empty MemoryBackend is falsy (it has __len__)
         backend = ck.MemoryBackend(1000, timer=clock)
-    return ck.Cache(backend, namespace=namespace, timer=clock, **opts)
+    return drv.cache(backend, namespace=namespace, timer=clock, **opts)
 
 
 # ---------------------------------------------------------------- basic API
 
 
-def test_get_set_delete(clock: FakeClock) -> None:
-    cache = make_cache(clock)
+def test_get_set_delete(drv: Twin, clock: FakeClock) -> None:
+    cache = make_cache(drv, clock)
     assert cache.get("k") is None
     assert cache.get("k", default="d") == "d"
     cache.set("k", {"a": [1, 2]})
@@ -37,20 +49,20 @@ def test_get_set_delete(clock: FakeClock) -> None:
     assert "k" not in cache
 
 
-def test_none_is_a_value(clock: FakeClock) -> None:
-    cache = make_cache(clock)
+def test_none_is_a_value(drv: Twin, clock: FakeClock) -> None:
+    cache = make_cache(drv, clock)
     cache.set("k", None)
     assert cache.get("k", default="d") is None
     s = cache.stats()
     assert (s.hits, s.misses) == (1, 0)
     calls = []
-    assert cache.get_or_load("k", lambda: calls.append(1)) is None
+    assert cache.get_or_load("k", drv.loader(lambda: calls.append(1))) is None
     assert calls == []
     assert cache.get_many(["k", "x"]) == {"k": None}
 
 
-def test_many_ops(clock: FakeClock) -> None:
-    cache = make_cache(clock)
+def test_many_ops(drv: Twin, clock: FakeClock) -> None:
+    cache = make_cache(drv, clock)
     cache.set_many({f"k{i}": i for i in range(50)})
     assert cache.get_many([f"k{i}" for i in range(60)]) == {f"k{i}": i for i in range(50)}
     assert cache.delete_many([f"k{i}" for i in range(10)] + ["absent"]) == 10
@@ -60,18 +72,20 @@ def test_many_ops(clock: FakeClock) -> None:
     assert cache.get_many([]) == {}
 
 
-def test_add(clock: FakeClock) -> None:
-    cache = make_cache(clock)
+def test_add(drv: Twin, clock: FakeClock) -> None:
+    cache = make_cache(drv, clock)
     assert cache.add("k", 1) is True
     assert cache.add("k", 2) is False
     assert cache.get("k") == 1
 
 
-def test_clear_is_per_namespace_and_seen_by_other_cache_objects(clock: FakeClock) -> None:
+def test_clear_is_per_namespace_and_seen_by_other_cache_objects(
+    drv: Twin, clock: FakeClock
+) -> None:
     backend = ck.MemoryBackend(1000, timer=clock)
-    a = make_cache(clock, "a", backend=backend)
-    b = make_cache(clock, "b", backend=backend)
-    a2 = make_cache(clock, "a", backend=backend)
+    a = make_cache(drv, clock, "a", backend=backend)
+    b = make_cache(drv, clock, "b", backend=backend)
+    a2 = make_cache(drv, clock, "a", backend=backend)
     a.set("x", 1)
     b.set("x", 2)
     assert a2.get("x") == 1
@@ -86,10 +100,10 @@ def test_clear_is_per_namespace_and_seen_by_other_cache_objects(clock: FakeClock
     assert b.get("x") == 2
 
 
-def test_namespaces_are_isolated(clock: FakeClock) -> None:
+def test_namespaces_are_isolated(drv: Twin, clock: FakeClock) -> None:
     backend = ck.MemoryBackend(1000, timer=clock)
-    a = make_cache(clock, "a", backend=backend)
-    ab = make_cache(clock, "ab", backend=backend)
+    a = make_cache(drv, clock, "a", backend=backend)
+    ab = make_cache(drv, clock, "ab", backend=backend)
     a.set("bc", "from a")
     assert ab.get("c") is None
     ab.set("c", "from ab")
@@ -98,8 +112,8 @@ def test_namespaces_are_isolated(clock: FakeClock) -> None:
 
 
 @pytest.mark.parametrize("bad", [1, None, b"k", "", ("k",)])
-def test_invalid_keys(clock: FakeClock, bad: Any) -> None:
-    cache = make_cache(clock)
+def test_invalid_keys(drv: Twin, clock: FakeClock, bad: Any) -> None:
+    cache = make_cache(drv, clock)
     for call in (
         lambda: cache.get(bad),
         lambda: cache.set(bad, 1),
@@ -107,37 +121,38 @@ def test_invalid_keys(clock: FakeClock, bad: Any) -> None:
         lambda: cache.get_many(["ok", bad]),
         lambda: cache.set_many({bad: 1}),
         lambda: cache.delete_many([bad]),
-        lambda: cache.get_or_load(bad, lambda: 1),
+        lambda: cache.get_or_load(bad, drv.loader(lambda: 1)),
         lambda: cache.add(bad, 1),
     ):
         with pytest.raises(ck.InvalidKeyError):
             call()
 
 
-def test_bad_constructor_arguments(clock: FakeClock) -> None:
+def test_bad_constructor_arguments(drv: Twin, clock: FakeClock) -> None:
     with pytest.raises(ck.ConfigurationError):
-        ck.Cache({}, namespace="x")  # type: ignore[arg-type]
+        drv.Cache({}, namespace="x")
     with pytest.raises(ck.ConfigurationError):
-        ck.Cache(ck.MemoryBackend(), namespace="")
+        drv.cache(ck.MemoryBackend(), namespace="")
 
 
-def test_from_url() -> None:
-    cache = ck.Cache.from_url("memory://?maxsize=5", namespace="u", ttl=30)
-    assert isinstance(cache.backend, ck.MemoryBackend)
-    assert cache.backend.maxsize == 5
+def test_from_url(drv: Twin) -> None:
+    cache = drv.from_url("memory://?maxsize=5", namespace="u", ttl=30)
+    store = cache.backend.backend if drv.is_async else cache.backend  # the async driver's store
+    assert isinstance(store, ck.MemoryBackend)
+    assert store.maxsize == 5
     assert cache.policy.ttl == ck.TTL(30)
     cache.set("k", 1)
     assert cache.get("k") == 1
-    js = ck.Cache.from_url("memory://?serializer=json")
+    js = drv.from_url("memory://?serializer=json")
     assert isinstance(js.serializer, ck.JsonSerializer)
     with pytest.raises(ck.ConfigurationError):
-        ck.Cache.from_url("memory://?serializer=pickle")  # no key
+        drv.from_url("memory://?serializer=pickle")  # no key
     with pytest.raises(ck.ConfigurationError):
-        ck.Cache.from_url("memory://?serializer=yaml")
+        drv.from_url("memory://?serializer=yaml")
 
 
-def test_long_keys_are_stored_and_do_not_collide(clock: FakeClock) -> None:
-    cache = make_cache(clock)
+def test_long_keys_are_stored_and_do_not_collide(drv: Twin, clock: FakeClock) -> None:
+    cache = make_cache(drv, clock)
     k1, k2 = "p" * 300 + "1", "p" * 300 + "2"
     cache.set(k1, 1)
     cache.set(k2, 2)
@@ -149,13 +164,13 @@ def test_long_keys_are_stored_and_do_not_collide(clock: FakeClock) -> None:
 # ---------------------------------------------------------------- stats
 
 
-def test_stats_are_exact(clock: FakeClock) -> None:
-    cache = make_cache(clock)
+def test_stats_are_exact(drv: Twin, clock: FakeClock) -> None:
+    cache = make_cache(drv, clock)
     loads = []
-    assert cache.get_or_load("k", lambda: loads.append(1) or "v") == "v"
+    assert cache.get_or_load("k", drv.loader(lambda: loads.append(1) or "v")) == "v"
     s = cache.stats()
     assert (s.misses, s.loads, s.hits, s.coalesced) == (1, 1, 0, 0)
-    assert cache.get_or_load("k", lambda: loads.append(1) or "w") == "v"
+    assert cache.get_or_load("k", drv.loader(lambda: loads.append(1) or "w")) == "v"
     assert loads == [1]
     cache.get("k")
     cache.get("nope")
@@ -168,9 +183,9 @@ def test_stats_are_exact(clock: FakeClock) -> None:
     assert s.namespace == "app"
 
 
-def test_stats_count_sets_deletes_and_evictions(clock: FakeClock) -> None:
+def test_stats_count_sets_deletes_and_evictions(drv: Twin, clock: FakeClock) -> None:
     backend = ck.MemoryBackend(4, timer=clock)
-    cache = make_cache(clock, backend=backend)
+    cache = make_cache(drv, clock, backend=backend)
     base = len(backend)  # the namespace version entry, if the cache keeps one in the backend
     for i in range(6):
         cache.set(f"k{i}", i)
@@ -189,37 +204,37 @@ def test_stats_count_sets_deletes_and_evictions(clock: FakeClock) -> None:
     assert cache.stats().evictions == cache.stats().evictions_capacity + 1
 
 
-def test_get_or_load_loader_error_propagates_and_is_not_cached(clock: FakeClock) -> None:
-    cache = make_cache(clock)
+def test_get_or_load_loader_error_propagates_and_is_not_cached(drv: Twin, clock: FakeClock) -> None:
+    cache = make_cache(drv, clock)
 
     def boom() -> int:
         raise RuntimeError("db down")
 
     with pytest.raises(RuntimeError, match="db down"):
-        cache.get_or_load("k", boom)
+        cache.get_or_load("k", drv.loader(boom))
     assert cache.get("k", "absent") == "absent"
     s = cache.stats()
     assert (s.loads, s.load_failures) == (0, 1)
-    assert cache.get_or_load("k", lambda: 5) == 5
+    assert cache.get_or_load("k", drv.loader(lambda: 5)) == 5
 
 
-def test_refresh_replaces_the_cached_value(clock: FakeClock) -> None:
-    cache = make_cache(clock)
+def test_refresh_replaces_the_cached_value(drv: Twin, clock: FakeClock) -> None:
+    cache = make_cache(drv, clock)
     cache.set("k", 1)
-    assert cache.refresh("k", lambda: 2) == 2
+    assert cache.refresh("k", drv.loader(lambda: 2)) == 2
     assert cache.get("k") == 2
 
 
 # ---------------------------------------------------------------- TTL
 
 
-def test_ttl_from_policy_and_per_call(clock: FakeClock) -> None:
-    cache = make_cache(clock, ttl=10)
+def test_ttl_from_policy_and_per_call(drv: Twin, clock: FakeClock) -> None:
+    cache = make_cache(drv, clock, ttl=10)
     cache.set("policy", 1)
     cache.set("call", 1, ttl=3)
     cache.set("obj", 1, ttl=ck.TTL(20))
     cache.set_many({"m": 1}, ttl=4)
-    cache.get_or_load("loaded", lambda: 1, ttl=6)
+    cache.get_or_load("loaded", drv.loader(lambda: 1), ttl=6)
     clock.advance(2.9)
     assert cache.get_many(["policy", "call", "obj", "m", "loaded"]) == dict.fromkeys(
         ["policy", "call", "obj", "m", "loaded"], 1
@@ -238,8 +253,8 @@ def test_ttl_from_policy_and_per_call(clock: FakeClock) -> None:
     assert cache.get("obj") is None
 
 
-def test_default_policy_ttl_is_300s(clock: FakeClock) -> None:
-    cache = make_cache(clock)
+def test_default_policy_ttl_is_300s(drv: Twin, clock: FakeClock) -> None:
+    cache = make_cache(drv, clock)
     cache.set("k", 1)
     clock.advance(299)
     assert cache.get("k") == 1
@@ -247,19 +262,19 @@ def test_default_policy_ttl_is_300s(clock: FakeClock) -> None:
     assert cache.get("k") is None
 
 
-def test_no_expiry(clock: FakeClock) -> None:
-    cache = make_cache(clock, ttl=5)
+def test_no_expiry(drv: Twin, clock: FakeClock) -> None:
+    cache = make_cache(drv, clock, ttl=5)
     cache.set("k", 1, ttl=ck.NO_EXPIRY)
-    forever = make_cache(clock, "forever", ttl=ck.NO_EXPIRY)
+    forever = make_cache(drv, clock, "forever", ttl=ck.NO_EXPIRY)
     forever.set("k", 2)
     clock.advance(10**8)
     assert cache.get("k") == 1
     assert forever.get("k") == 2
 
 
-def test_jitter_spreads_expiry(clock: FakeClock) -> None:
+def test_jitter_spreads_expiry(drv: Twin, clock: FakeClock) -> None:
     backend = ck.MemoryBackend(5000, timer=clock)
-    cache = make_cache(clock, backend=backend, ttl=ck.TTL(100, jitter=0.1))
+    cache = make_cache(drv, clock, backend=backend, ttl=ck.TTL(100, jitter=0.1))
     keys = [f"k{i}" for i in range(1000)]
     for k in keys:
         cache.set(k, 1)
@@ -282,8 +297,8 @@ def test_jitter_spreads_expiry(clock: FakeClock) -> None:
 # ---------------------------------------------------------------- bad values
 
 
-def test_unserializable_value_raises_and_keeps_previous_entry(clock: FakeClock) -> None:
-    cache = make_cache(clock, serializer=ck.JsonSerializer())
+def test_unserializable_value_raises_and_keeps_previous_entry(drv: Twin, clock: FakeClock) -> None:
+    cache = make_cache(drv, clock, serializer=ck.JsonSerializer())
     cache.set("k", {"v": 1})
     with pytest.raises(ck.SerializationError):
         cache.set("k", object())
@@ -294,9 +309,9 @@ def test_unserializable_value_raises_and_keeps_previous_entry(clock: FakeClock) 
     assert cache.get("j") is None
 
 
-def test_too_large_value_raises_and_keeps_previous_entry(clock: FakeClock) -> None:
+def test_too_large_value_raises_and_keeps_previous_entry(drv: Twin, clock: FakeClock) -> None:
     backend = ck.MemoryBackend(100, timer=clock, max_value_size=100)
-    cache = make_cache(clock, backend=backend, serializer=ck.JsonSerializer())
+    cache = make_cache(drv, clock, backend=backend, serializer=ck.JsonSerializer())
     cache.set("k", "small")
     with pytest.raises(ck.ValueTooLargeError) as info:
         cache.set("k", "x" * 200)
@@ -308,19 +323,21 @@ def test_too_large_value_raises_and_keeps_previous_entry(clock: FakeClock) -> No
 
 
 def test_get_or_load_returns_an_uncacheable_value_and_counts_the_error(
-    clock: FakeClock, caplog: pytest.LogCaptureFixture
+    drv: Twin, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    cache = make_cache(clock, serializer=ck.JsonSerializer())
+    cache = make_cache(drv, clock, serializer=ck.JsonSerializer())
     value = object()
     with caplog.at_level(logging.WARNING, logger="cachekit"):
-        assert cache.get_or_load("k", lambda: value) is value
+        assert cache.get_or_load("k", drv.loader(lambda: value)) is value
     assert cache.get("k", "absent") == "absent"
     s = cache.stats()
     assert s.loads == 1
     assert s.errors == 1
     assert "not cached" in caplog.text
-    big = ck.Cache(ck.MemoryBackend(timer=clock, max_value_size=10), serializer=ck.JsonSerializer())
-    assert big.get_or_load("k", lambda: "x" * 100) == "x" * 100
+    big = drv.cache(
+        ck.MemoryBackend(timer=clock, max_value_size=10), serializer=ck.JsonSerializer()
+    )
+    assert big.get_or_load("k", drv.loader(lambda: "x" * 100)) == "x" * 100
     assert big.get("k") is None
     assert big.stats().errors == 1
 
@@ -383,15 +400,16 @@ def flaky(request: pytest.FixtureRequest, clock: FakeClock) -> FlakyBackend:
     return request.param(clock)  # type: ignore[no-any-return]
 
 
-def flaky_cache(flaky: FlakyBackend, clock: FakeClock, **opts: Any) -> ck.Cache:
+def flaky_cache(drv: Twin, flaky: FlakyBackend, clock: FakeClock, **opts: Any) -> Any:
+    """A cache of the driver's kind over ``flaky`` (the async one through its awaited face)."""
     breaker = ck.CircuitBreaker(3, 5.0, timer=clock)
-    return ck.Cache(flaky, namespace="f", breaker=breaker, timer=clock, **opts)
+    return drv.cache(flaky, namespace="f", breaker=breaker, timer=clock, **opts)
 
 
 def test_backend_errors_fall_open(
-    flaky: FlakyBackend, clock: FakeClock, caplog: pytest.LogCaptureFixture
+    drv: Twin, flaky: FlakyBackend, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    cache = flaky_cache(flaky, clock)
+    cache = flaky_cache(drv, flaky, clock)
     cache.set("k", 1)
     flaky.down = True
     with caplog.at_level(logging.WARNING, logger="cachekit"):
@@ -405,21 +423,24 @@ def test_backend_errors_fall_open(
 
 
 def test_get_or_load_calls_the_loader_when_the_backend_is_down(
-    flaky: FlakyBackend, clock: FakeClock
+    drv: Twin, flaky: FlakyBackend, clock: FakeClock
 ) -> None:
-    cache = flaky_cache(flaky, clock)
+    cache = flaky_cache(drv, flaky, clock)
+    # it has reached the backend once: a Cache does when built, an AsyncCache on its first
+    # call (if even that fails, it opens its breaker at once and counts only that error)
+    cache.get("seen")
     flaky.down = True
-    assert cache.get_or_load("k", lambda: 42) == 42
-    assert cache.get_or_load("k", lambda: 43) == 43
+    assert cache.get_or_load("k", drv.loader(lambda: 42)) == 42
+    assert cache.get_or_load("k", drv.loader(lambda: 43)) == 43
     s = cache.stats()
     assert s.loads == 2
     assert s.errors >= 2
 
 
 def test_circuit_breaker_opens_skips_probes_and_closes(
-    flaky: FlakyBackend, clock: FakeClock
+    drv: Twin, flaky: FlakyBackend, clock: FakeClock
 ) -> None:
-    cache = flaky_cache(flaky, clock)
+    cache = flaky_cache(drv, flaky, clock)
     cache.set("k", 1)
     flaky.down = True
     for _ in range(3):
@@ -450,8 +471,8 @@ def test_circuit_breaker_opens_skips_probes_and_closes(
     assert cache.get("k") == 3
 
 
-def test_strict_mode_raises(flaky: FlakyBackend, clock: FakeClock) -> None:
-    cache = flaky_cache(flaky, clock, fail_open=False)
+def test_strict_mode_raises(drv: Twin, flaky: FlakyBackend, clock: FakeClock) -> None:
+    cache = flaky_cache(drv, flaky, clock, fail_open=False)
     cache.set("k", 1)
     flaky.down = True
     with pytest.raises(ck.BackendUnavailableError):
@@ -468,9 +489,9 @@ def test_strict_mode_raises(flaky: FlakyBackend, clock: FakeClock) -> None:
 
 
 def test_strict_mode_raises_for_a_key_with_a_pending_invalidation(
-    flaky: FlakyBackend, clock: FakeClock
+    drv: Twin, flaky: FlakyBackend, clock: FakeClock
 ) -> None:
-    cache = flaky_cache(flaky, clock, fail_open=False)
+    cache = flaky_cache(drv, flaky, clock, fail_open=False)
     cache.set("k", 1)
     flaky.down = True
     with pytest.raises(ck.BackendUnavailableError):
@@ -480,9 +501,9 @@ def test_strict_mode_raises_for_a_key_with_a_pending_invalidation(
 
 
 def test_invalidation_during_outage_is_replayed_on_recovery(
-    flaky: FlakyBackend, clock: FakeClock
+    drv: Twin, flaky: FlakyBackend, clock: FakeClock
 ) -> None:
-    cache = flaky_cache(flaky, clock)
+    cache = flaky_cache(drv, flaky, clock)
     cache.set("k", "old")
     full = cache.full_key("k")
     flaky.down = True
@@ -496,9 +517,9 @@ def test_invalidation_during_outage_is_replayed_on_recovery(
 
 
 def test_invalidation_replayed_after_the_breaker_opened(
-    flaky: FlakyBackend, clock: FakeClock
+    drv: Twin, flaky: FlakyBackend, clock: FakeClock
 ) -> None:
-    cache = flaky_cache(flaky, clock)
+    cache = flaky_cache(drv, flaky, clock)
     cache.set("k", "old")
     full = cache.full_key("k")
     flaky.down = True
@@ -513,10 +534,10 @@ def test_invalidation_replayed_after_the_breaker_opened(
     assert flaky.inner.get(full) is MISSING
 
 
-def test_breaker_closes_after_replaying_pending_invalidations(clock: FakeClock) -> None:
+def test_breaker_closes_after_replaying_pending_invalidations(drv: Twin, clock: FakeClock) -> None:
     # local backend: no namespace re-check that would close the breaker by accident
     flaky = FlakyBackend(clock)
-    cache = flaky_cache(flaky, clock)
+    cache = flaky_cache(drv, flaky, clock)
     cache.set("k", "old")
     cache.set("other", "value")
     flaky.down = True
@@ -532,9 +553,9 @@ def test_breaker_closes_after_replaying_pending_invalidations(clock: FakeClock) 
 
 
 def test_a_write_during_the_outage_does_not_resurrect_the_old_value(
-    flaky: FlakyBackend, clock: FakeClock
+    drv: Twin, flaky: FlakyBackend, clock: FakeClock
 ) -> None:
-    cache = flaky_cache(flaky, clock)
+    cache = flaky_cache(drv, flaky, clock)
     cache.set("k", "old")
     flaky.down = True
     cache.set("k", "new")  # lost: the old value must not be served later
@@ -552,9 +573,9 @@ def test_a_write_during_the_outage_does_not_resurrect_the_old_value(
         "remote",
     ],
 )
-def test_clear_during_outage_is_not_lost(kind: str, clock: FakeClock) -> None:
+def test_clear_during_outage_is_not_lost(drv: Twin, kind: str, clock: FakeClock) -> None:
     flaky = (FlakyBackend if kind == "local" else RemoteFlakyBackend)(clock)
-    cache = flaky_cache(flaky, clock)
+    cache = flaky_cache(drv, flaky, clock)
     cache.set("k", "old")
     flaky.down = True
     cache.clear()
@@ -563,12 +584,14 @@ def test_clear_during_outage_is_not_lost(kind: str, clock: FakeClock) -> None:
     clock.advance(6)
     cache.get("z")
     assert cache.get("k") is None
-    other = ck.Cache(flaky, namespace="f", timer=clock)
+    other = drv.cache(flaky, namespace="f", timer=clock)
     assert other.get("k") is None
 
 
-def test_get_many_with_a_repeated_key_counts_no_miss_for_a_cached_key(clock: FakeClock) -> None:
-    cache = make_cache(clock)
+def test_get_many_with_a_repeated_key_counts_no_miss_for_a_cached_key(
+    drv: Twin, clock: FakeClock
+) -> None:
+    cache = make_cache(drv, clock)
     cache.set("a", 1)
     assert cache.get_many(["a", "a"]) == {"a": 1}
     s = cache.stats()
