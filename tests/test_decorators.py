@@ -1,22 +1,35 @@
-"""Decorators: cached on functions and methods, writes, evicts (decorators.py)."""
+"""Decorators: cached on functions and methods, writes, evicts (decorators.py).
+
+Every test runs with a ``Cache`` and with an ``AsyncCache`` (``tests/twins.py``): the
+async twin decorates an ``async def`` with the same name and parameters.
+"""
 
 from __future__ import annotations
 
 import inspect
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 import cachekit as ck
 from tests.conftest import FakeClock
+from tests.twins import TWIN_KINDS, Twin, open_twin
 
 
-def make_cache(clock: FakeClock, **opts: Any) -> ck.Cache:
-    return ck.Cache(ck.MemoryBackend(1000, timer=clock), namespace="dec", timer=clock, **opts)
+@pytest.fixture(params=TWIN_KINDS)
+def drv(request: pytest.FixtureRequest) -> Iterator[Twin]:
+    """Each test with a ``Cache``, then with an ``AsyncCache``."""
+    yield from open_twin(request.param)
 
 
-def test_cached_function_and_helpers(clock: FakeClock) -> None:
-    cache = make_cache(clock)
+def make_cache(drv: Twin, clock: FakeClock, **opts: Any) -> Any:
+    """A cache of the driver's kind over memory on ``clock``."""
+    return drv.cache(ck.MemoryBackend(1000, timer=clock), namespace="dec", timer=clock, **opts)
+
+
+def test_cached_function_and_helpers(drv: Twin, clock: FakeClock) -> None:
+    cache = make_cache(drv, clock)
     db = {1: "one", 2: "two"}
     calls: list[int] = []
 
@@ -45,8 +58,8 @@ def test_cached_function_and_helpers(clock: FakeClock) -> None:
     assert cache.get(get.key(1)) == "eins"  # type: ignore[attr-defined]
 
 
-def test_cached_none_result_is_a_hit(clock: FakeClock) -> None:
-    cache = make_cache(clock)
+def test_cached_none_result_is_a_hit(drv: Twin, clock: FakeClock) -> None:
+    cache = make_cache(drv, clock)
     calls = []
 
     @cache.cached()
@@ -58,8 +71,8 @@ def test_cached_none_result_is_a_hit(clock: FakeClock) -> None:
     assert calls == [1]
 
 
-def test_cached_on_methods_shares_entries_between_instances(clock: FakeClock) -> None:
-    cache = make_cache(clock)
+def test_cached_on_methods_shares_entries_between_instances(drv: Twin, clock: FakeClock) -> None:
+    cache = make_cache(drv, clock)
     calls: list[tuple[int, int]] = []
 
     class Repo:
@@ -88,8 +101,8 @@ def test_cached_on_methods_shares_entries_between_instances(clock: FakeClock) ->
     assert calls == [(2, 6)]
 
 
-def test_cached_classmethod_style(clock: FakeClock) -> None:
-    cache = make_cache(clock)
+def test_cached_classmethod_style(drv: Twin, clock: FakeClock) -> None:
+    cache = make_cache(drv, clock)
     calls = []
 
     class Svc:
@@ -104,8 +117,8 @@ def test_cached_classmethod_style(clock: FakeClock) -> None:
     assert calls == [1]
 
 
-def test_cached_ttl_override(clock: FakeClock) -> None:
-    cache = make_cache(clock, ttl=100)
+def test_cached_ttl_override(drv: Twin, clock: FakeClock) -> None:
+    cache = make_cache(drv, clock, ttl=100)
     calls: list[str] = []
 
     @cache.cached(ttl=5)
@@ -136,8 +149,8 @@ def test_cached_ttl_override(clock: FakeClock) -> None:
     assert calls == ["a", "da", "fa", "a", "da"]
 
 
-def test_cached_template_key_shared_with_writers(clock: FakeClock) -> None:
-    cache = make_cache(clock, policy=ck.WriteThrough())
+def test_cached_template_key_shared_with_writers(drv: Twin, clock: FakeClock) -> None:
+    cache = make_cache(drv, clock, policy=ck.WriteThrough())
     db: dict[int, dict[str, Any]] = {1: {"name": "a"}}
 
     @cache.cached(key="user:{user_id}")
@@ -156,8 +169,8 @@ def test_cached_template_key_shared_with_writers(clock: FakeClock) -> None:
     assert load_user(1) == {"name": "b"}  # served from the write-through entry
 
 
-def test_writes_under_cache_aside_invalidates(clock: FakeClock) -> None:
-    cache = make_cache(clock, policy=ck.CacheAside())
+def test_writes_under_cache_aside_invalidates(drv: Twin, clock: FakeClock) -> None:
+    cache = make_cache(drv, clock, policy=ck.CacheAside())
     cache.set("user:1", "old")
 
     @cache.writes(key="user:{uid}")
@@ -168,8 +181,8 @@ def test_writes_under_cache_aside_invalidates(clock: FakeClock) -> None:
     assert cache.get("user:1", "absent") == "absent"
 
 
-def test_writes_with_ttl(clock: FakeClock) -> None:
-    cache = make_cache(clock, policy=ck.WriteThrough(ttl=100))
+def test_writes_with_ttl(drv: Twin, clock: FakeClock) -> None:
+    cache = make_cache(drv, clock, policy=ck.WriteThrough(ttl=100))
 
     @cache.writes(key="k:{x}", ttl=3)
     def save(x: int) -> int:
@@ -181,8 +194,8 @@ def test_writes_with_ttl(clock: FakeClock) -> None:
     assert cache.get("k:1") is None
 
 
-def test_evicts(clock: FakeClock) -> None:
-    cache = make_cache(clock, policy=ck.WriteThrough())
+def test_evicts(drv: Twin, clock: FakeClock) -> None:
+    cache = make_cache(drv, clock, policy=ck.WriteThrough())
     cache.set("user:7", "x")
     cache.set("user:8", "y")
 
@@ -196,8 +209,10 @@ def test_evicts(clock: FakeClock) -> None:
 
 
 @pytest.mark.parametrize("policy", [ck.WriteThrough(), ck.CacheAside()], ids=repr)
-def test_a_write_or_evict_that_raises_touches_nothing(clock: FakeClock, policy: Any) -> None:
-    cache = make_cache(clock, policy=policy)
+def test_a_write_or_evict_that_raises_touches_nothing(
+    drv: Twin, clock: FakeClock, policy: Any
+) -> None:
+    cache = make_cache(drv, clock, policy=policy)
     cache.set("user:1", "old")
 
     @cache.writes(key="user:{uid}")
@@ -217,8 +232,10 @@ def test_a_write_or_evict_that_raises_touches_nothing(clock: FakeClock, policy: 
     assert cache.stats().deletes == 0
 
 
-def test_writes_with_an_unserializable_result_leaves_no_stale_entry(clock: FakeClock) -> None:
-    cache = make_cache(clock, policy=ck.WriteThrough(), serializer=ck.JsonSerializer())
+def test_writes_with_an_unserializable_result_leaves_no_stale_entry(
+    drv: Twin, clock: FakeClock
+) -> None:
+    cache = make_cache(drv, clock, policy=ck.WriteThrough(), serializer=ck.JsonSerializer())
     cache.set("obj:1", {"old": True})
     result = object()
 
@@ -231,8 +248,8 @@ def test_writes_with_an_unserializable_result_leaves_no_stale_entry(clock: FakeC
     assert cache.stats().errors == 1
 
 
-def test_writes_and_evicts_need_a_key(clock: FakeClock) -> None:
-    cache = make_cache(clock)
+def test_writes_and_evicts_need_a_key(drv: Twin, clock: FakeClock) -> None:
+    cache = make_cache(drv, clock)
     with pytest.raises(ck.ConfigurationError):
         cache.writes(key=None)  # type: ignore[arg-type]
     with pytest.raises(ck.ConfigurationError):
@@ -241,8 +258,8 @@ def test_writes_and_evicts_need_a_key(clock: FakeClock) -> None:
         cache.cached(key=42)(lambda x: x)  # type: ignore[arg-type]
 
 
-def test_callable_key(clock: FakeClock) -> None:
-    cache = make_cache(clock)
+def test_callable_key(drv: Twin, clock: FakeClock) -> None:
+    cache = make_cache(drv, clock)
     calls = []
 
     @cache.cached(key=lambda uid, verbose=False: f"u:{uid}")
@@ -263,12 +280,14 @@ def test_callable_key(clock: FakeClock) -> None:
         bad(1)
 
 
-def test_metadata_and_signature_are_preserved(clock: FakeClock) -> None:
-    cache = make_cache(clock)
+def test_metadata_and_signature_are_preserved(drv: Twin, clock: FakeClock) -> None:
+    cache = drv.raw(make_cache(drv, clock))  # the decorators themselves, on a function of its kind
 
     def original(user_id: int, *, verbose: bool = False) -> dict[str, int]:
         """Load a user."""
         return {"id": user_id}
+
+    original = drv.loader(original)  # type: ignore[assignment]
 
     for deco in (
         cache.cached(),
@@ -284,14 +303,15 @@ def test_metadata_and_signature_are_preserved(clock: FakeClock) -> None:
         assert inspect.signature(wrapped) == inspect.signature(original)
 
 
-def test_method_metadata_is_preserved(clock: FakeClock) -> None:
-    cache = make_cache(clock)
+def test_method_metadata_is_preserved(drv: Twin, clock: FakeClock) -> None:
+    cache = drv.raw(make_cache(drv, clock))  # the decorators themselves, on a method of its kind
 
     class Repo:
-        @cache.cached()
         def get(self, uid: int) -> int:
             """Get one."""
             return uid
+
+        get = cache.cached()(drv.loader(get))  # type: ignore[assignment]
 
     assert Repo.get.__name__ == "get"
     assert Repo.get.__doc__ == "Get one."
@@ -303,8 +323,8 @@ def test_method_metadata_is_preserved(clock: FakeClock) -> None:
     assert callable(bound.__wrapped__)
 
 
-def test_cached_without_parentheses_is_a_clear_error(clock: FakeClock) -> None:
-    cache = make_cache(clock)
+def test_cached_without_parentheses_is_a_clear_error(drv: Twin, clock: FakeClock) -> None:
+    cache = make_cache(drv, clock)
     with pytest.raises(ck.ConfigurationError, match="parentheses"):
 
         @cache.cached  # type: ignore[arg-type]
@@ -312,8 +332,8 @@ def test_cached_without_parentheses_is_a_clear_error(clock: FakeClock) -> None:
             return x
 
 
-def test_bad_ttl_is_refused_at_decoration_time(clock: FakeClock) -> None:
-    cache = make_cache(clock)
+def test_bad_ttl_is_refused_at_decoration_time(drv: Twin, clock: FakeClock) -> None:
+    cache = make_cache(drv, clock)
     with pytest.raises(ck.ConfigurationError):
 
         @cache.cached(ttl="5 minutes")  # type: ignore[arg-type]
@@ -324,8 +344,8 @@ def test_bad_ttl_is_refused_at_decoration_time(clock: FakeClock) -> None:
         cache.writes(key="k", ttl=-1)
 
 
-def test_decorated_functions_stay_independent(clock: FakeClock) -> None:
-    cache = make_cache(clock)
+def test_decorated_functions_stay_independent(drv: Twin, clock: FakeClock) -> None:
+    cache = make_cache(drv, clock)
 
     @cache.cached()
     def a(x: int) -> str:
