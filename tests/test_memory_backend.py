@@ -206,15 +206,21 @@ def test_max_value_size(clock: FakeClock) -> None:
         b.add("n", b"x" * 11, None)
 
 
-def test_clear(clock: FakeClock) -> None:
-    b = make(clock)
-    b.set("a", 1, None)
-    b.get("a")
+@pytest.mark.parametrize("policy", POLICIES)
+def test_clear(clock: FakeClock, policy: str) -> None:
+    b = make(clock, maxsize=300, policy=policy)
+    for i in range(1000):
+        b.set(f"k{i}", i, 60)
+        b.get(f"k{i // 2}")
     b.clear()
-    assert b.get("a") is MISSING
+    assert b.get("k999") is MISSING
     assert len(b) == 0
-    b.set("a", 2, None)
-    assert b.get("a") == 2
+    assert (b._store.heap, b._store.data) == ([], {})
+    evicted = b.eviction_counts()
+    for i in range(300):  # the whole capacity is free again
+        b.set(f"n{i}", i, None)
+    assert b.eviction_counts() == evicted
+    assert b.get("n0") == 0
 
 
 @pytest.mark.parametrize("policy", POLICIES)

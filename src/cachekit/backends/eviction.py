@@ -283,6 +283,8 @@ class TinyLfuPolicy:
         self.probation.clear()
         self.protected.clear()
         self.sketch.clear()
+        for mini in self.minis or ():
+            mini.clear()
 
 
 #: Policy names accepted by ``MemoryBackend(policy=...)`` and ``memory://?policy=``.
