@@ -38,6 +38,12 @@ class TTL:
 
     seconds: float | None
     jitter: float = 0.0
+    #: XFetch beta (Vattani et al.): a hit near expiry reloads in the background with a
+    #: probability that grows as expiry nears and with the last load's duration; 0: off.
+    early_refresh: float = 0.0
+    #: Seconds past expiry during which a hit still returns the old value (and reloads
+    #: it in the background); 0: off.
+    stale_while_revalidate: float = 0.0
     # one generator for every TTL (seeding one per TTL from the OS cost ~15 us a store)
     _rng: random.Random | None = field(default=None, repr=False, compare=False)
 
@@ -54,6 +60,17 @@ class TTL:
             )
         if not 0.0 <= self.jitter < 1.0:
             raise ConfigurationError(f"TTL jitter must be in [0, 1), got {self.jitter!r}")
+        for name in ("early_refresh", "stale_while_revalidate"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < math.inf:
+                raise ConfigurationError(f"TTL {name} must be a number >= 0, got {v!r}")
+        if (self.early_refresh or self.stale_while_revalidate) and self.seconds is None:
+            raise ConfigurationError("early_refresh and stale_while_revalidate need a TTL")
+
+    @property
+    def refreshes(self) -> bool:
+        """Whether entries written with this TTL carry freshness data (early refresh, SWR)."""
+        return bool(self.early_refresh or self.stale_while_revalidate)
 
     def sample(self) -> float | None:
         """Return the TTL for one write, jitter applied."""

@@ -89,6 +89,14 @@ class Stats:
     evictions_expired: int = 0
     evictions_invalidated: int = 0
     stale_served: int = 0
+    #: Hits past expiry answered with the old value while it reloads (stale-while-revalidate).
+    stale_revalidated: int = 0
+    #: Background reloads (early refresh and stale-while-revalidate) by outcome; ``skipped``
+    #: counts the ones not started because the background queue was full.
+    refreshes_started: int = 0
+    refreshes_completed: int = 0
+    refreshes_failed: int = 0
+    refreshes_skipped: int = 0
     circuit_open: bool = False
     errors_by_operation: dict[str, int] = field(default_factory=dict)
 

@@ -11,7 +11,16 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-__all__ = ["IS_ASYNC", "AsyncEvent", "AsyncLock", "cancel", "current_owner", "sleep", "spawn"]
+__all__ = [
+    "IS_ASYNC",
+    "AsyncBackground",
+    "AsyncEvent",
+    "AsyncLock",
+    "cancel",
+    "current_owner",
+    "sleep",
+    "spawn",
+]
 
 #: Which twin this is (the decorators refuse functions of the other kind).
 IS_ASYNC = True
@@ -91,6 +100,31 @@ def spawn(target: Callable[[], Awaitable[None]], name: str) -> asyncio.Task[None
 def is_running(task: Any) -> bool:
     """Whether a background job started by ``spawn`` is still running."""
     return task is not None and not task.done()
+
+
+class AsyncBackground:
+    """Background reloads as tracked tasks: at most ``limit`` at a time, cancelled on close."""
+
+    def __init__(self, limit: int = 64) -> None:
+        self.limit = limit
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def submit(self, job: Callable[[], Awaitable[None]], name: str) -> bool:
+        """Start ``job``; False (and nothing started) when ``limit`` jobs already run."""
+        if len(self._tasks) >= self.limit:
+            return False
+        coro: Any = job()
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return True
+
+    async def close(self) -> None:
+        """Cancel every job still running, and wait until they are gone."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def cancel(task: Any) -> None:

@@ -131,6 +131,7 @@ class Cache(Loads):
         """Close the backend (and stop the background replay)."""
         self._closed = True
         cancel(self._replayer)
+        self._background.close()
         self.backend.close()
 
     def __enter__(self) -> Cache:
@@ -202,6 +203,11 @@ class Cache(Loads):
             evictions_expired=expired,
             evictions_invalidated=self._c_invalidated.value,
             stale_served=self._c_stale.value,
+            stale_revalidated=self._c_revalidated.value,
+            refreshes_started=self._c_refresh_started.value,
+            refreshes_completed=self._c_refresh_done.value,
+            refreshes_failed=self._c_refresh_failed.value,
+            refreshes_skipped=self._c_refresh_skipped.value,
             circuit_open=self.breaker.is_open,
             errors_by_operation=errors,
         )

@@ -26,6 +26,7 @@ from typing import (
 
 from ..backends.base import MISSING
 from ..core.calls import KeySpec, check_kind, is_method, key_builder
+from ..core.fresh import Fresh
 from ..errors import ConfigurationError
 from ..policies import DEFAULT_TTL, TTLLike, as_ttl
 from .primitives import IS_ASYNC
@@ -122,13 +123,16 @@ class CachedFunction(Generic[P, R]):
 def _make_wrapper(helpers: CachedFunction[P, R]) -> Callable[P, R]:
     func, ttl, key_of, cache_if = helpers.func, helpers.ttl, helpers.key_of, helpers.cache_if
     cache = helpers.cache
-    lookup, load, full_key = cache._lookup, cache._load, cache._full
+    lookup, load, full_key, serve = cache._lookup, cache._load, cache._full, cache._serve_fresh
 
     @functools.wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         key = key_of(args, kwargs)
         value = lookup(key)
         if value is not MISSING:
+            if type(value) is Fresh:  # freshness data: maybe reload it behind the caller
+                full = full_key(key)
+                return serve(full, value, lambda: func(*args, **kwargs), ttl, cache_if)  # type: ignore[no-any-return]
             return value  # type: ignore[no-any-return]
         full = full_key(key)
         return load(full, lambda: func(*args, **kwargs), ttl, cache_if=cache_if)

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 from ..backends.base import MISSING
 from ..core.cells import Flight
+from ..core.fresh import Fresh, due
 from ..core.leases import RELEASED, is_lease, new_lease
 from ..errors import (
     CacheError,
@@ -25,6 +26,7 @@ from ..errors import (
     SerializationError,
     ValueTooLargeError,
 )
+from ..keys import encode_key
 from ..policies import TTLLike
 from .primitives import Event, current_owner, sleep
 from .reads import checked
@@ -243,6 +245,7 @@ class Loads(Writes):
                         self._c_coalesced.incr()
                         flight.value = found
                         return found  # type: ignore[no-any-return]
+            started = self._timer()
             try:
                 value = self._run_loader(loader)
             except BaseException as exc:
@@ -264,7 +267,8 @@ class Loads(Writes):
                 raise
             flight.value = value
             if not failing and not flight.invalidated and (lease is not None or not leased):
-                self._store_loaded(full, value, ttl, lease, flight, cache_if)
+                delta = self._timer() - started  # XFetch's delta, on the cache's clock
+                self._store_loaded(full, value, ttl, lease, flight, cache_if, delta)
             elif lease is not None:
                 self._release_lease(full, lease)
             return value
@@ -279,6 +283,7 @@ class Loads(Writes):
         lease: bytes | None,
         flight: Flight,
         cache_if: CacheIf = None,
+        delta: float = 0.0,
     ) -> None:
         """Cache a loaded value unless a write voided its load; encode failures are logged.
 
@@ -293,8 +298,7 @@ class Loads(Writes):
         try:
             if callable(ttl):
                 ttl = ttl(value)
-            seconds = self._ttl_seconds(ttl)
-            data = self._encode(value, full)
+            data, seconds = self._payload(full, value, ttl, delta)
         except (SerializationError, ValueTooLargeError, ConfigurationError) as exc:
             self._error_counter("encode").incr()
             self._logs.warn(
@@ -408,8 +412,77 @@ class Loads(Writes):
         key = checked(key)
         value = self._lookup(key)
         if value is not MISSING:
+            if type(value) is Fresh:
+                return self._serve_fresh(  # type: ignore[no-any-return]
+                    self._full(key), value, loader, ttl, cache_if
+                )
             return value  # type: ignore[no-any-return]
         return self._load(self._full(key), loader, ttl, cache_if=cache_if)
+
+    # ------------------------------------------------------------ freshness
+
+    def _serve_fresh(
+        self,
+        full: str,
+        entry: Fresh,
+        loader: Callable[[], Any],
+        ttl: LoadTTL,
+        cache_if: CacheIf,
+    ) -> Any:
+        """A hit on an entry with freshness data: its value now, and a reload behind if due."""
+        now = self._wall()
+        if now >= entry.expires:
+            self._c_revalidated.incr()  # past expiry, inside the stale-while-revalidate window
+        if due(entry, now) and full not in self._reloading:
+            self._start_reload(full, entry, loader, ttl, cache_if)
+        return entry.value
+
+    def _start_reload(
+        self,
+        full: str,
+        entry: Fresh,
+        loader: Callable[[], Any],
+        ttl: LoadTTL,
+        cache_if: CacheIf,
+    ) -> None:
+        """Reload ``full`` in the background: one at a time per key (per fleet with leases)."""
+        if self._leases and not self.breaker.open_until:
+            # across processes: the first to take this short lock reloads, the others serve
+            lock = encode_key(full + ":refresh")
+            try:
+                if not self.backend.add(lock, b"1", max(1.0, 4 * entry.delta)):
+                    return
+            except Exception as exc:
+                self._backend_error("lease", exc, raise_strict=False)
+                return
+        self._reloading.add(full)
+
+        def reload() -> None:
+            failure: Exception | None = None
+            try:
+                self._load(full, loader, ttl, fresh=True, cache_if=cache_if)
+            except Exception as exc:
+                failure = exc
+            finally:
+                self._reloading.discard(full)  # before counting: a counted reload is over
+            if failure is None:
+                self._c_refresh_done.incr()
+                return
+            self._c_refresh_failed.incr()
+            self._logs.warn(
+                "refresh",
+                "load",
+                failure,
+                "cachekit: background reload of %r failed (%s); the old value serves on",
+                full,
+                failure,
+            )
+
+        if self._background.submit(reload, f"cachekit-reload-{self.namespace}"):
+            self._c_refresh_started.incr()
+        else:
+            self._reloading.discard(full)
+            self._c_refresh_skipped.incr()
 
     def refresh(
         self,

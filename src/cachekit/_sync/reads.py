@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..backends.base import MISSING
+from ..core.fresh import Fresh, from_stored
 from ..core.leases import LEASE_MARK
 from ..core.logs import trace_log
 from ..errors import BackendUnavailableError
@@ -40,7 +41,7 @@ class Reads(Guard):
                 return MISSING  # another caller is loading this key: a plain miss
             return raw
         try:
-            return self._loads(full, raw)
+            return from_stored(self._loads(full, raw))
         except Exception as exc:  # a crafted or corrupt entry is a miss, whatever it raises
             if isinstance(raw, bytes) and raw.startswith(LEASE_MARK):
                 return MISSING  # a lease: no serializer's output starts with a NUL byte
@@ -138,7 +139,7 @@ class Reads(Guard):
                 return MISSING
         self._hit()
         if self._stale is not None:
-            self._stale.keep(full, raw)
+            self._stale.keep(full, raw.value if type(raw) is Fresh else raw)
         return raw
 
     # ------------------------------------------------------------ serve-stale
@@ -165,6 +166,8 @@ class Reads(Guard):
     def get(self, key: str, default: Any = None) -> Any:
         """Return the cached value for ``key``, or ``default`` (also when the backend is down)."""
         value = self._lookup(checked(key))
+        if type(value) is Fresh:
+            return value.value  # until the entry's hard expiry (stale-while-revalidate too)
         return default if value is MISSING else value
 
     def contains(self, key: str) -> bool:
@@ -201,13 +204,14 @@ class Reads(Guard):
                 if loads is None:
                     if isinstance(raw, bytes) and raw.startswith(LEASE_MARK):
                         continue  # a load in progress: a miss
-                    out[fulls[full]] = raw
+                    out[fulls[full]] = raw.value if type(raw) is Fresh else raw
                 else:
-                    out[fulls[full]] = loads(full, raw)
+                    value = from_stored(loads(full, raw))
+                    out[fulls[full]] = value.value if type(value) is Fresh else value
             except Exception:  # a lease, or a corrupt entry: counted and logged
                 value = self._decode(full, raw)
                 if value is not MISSING:
-                    out[fulls[full]] = value
+                    out[fulls[full]] = value.value if type(value) is Fresh else value
         for _ in range(len(out)):
             self._hit()
         for _ in range(len(keys) - len(out)):

@@ -22,7 +22,7 @@ from ..policies import CacheAside, Policy, TTLLike
 from ..resilience import CircuitBreaker
 from ..serializers import JsonSerializer, KeyBoundSerializer, PassthroughSerializer, Serializer
 from ..stats import Counter, Histogram
-from .primitives import IS_ASYNC, Lock
+from .primitives import IS_ASYNC, Background, Lock
 
 __all__ = ["State"]
 
@@ -115,6 +115,9 @@ class State:
         self._c_loads, self._c_load_failures = Counter(), Counter()
         self._c_coalesced, self._c_sets, self._c_deletes = Counter(), Counter(), Counter()
         self._c_invalidated, self._c_stale = Counter(), Counter()
+        self._c_revalidated, self._c_refresh_started = Counter(), Counter()
+        self._c_refresh_done, self._c_refresh_failed = Counter(), Counter()
+        self._c_refresh_skipped = Counter()
         self._errors: dict[str, Counter] = {}
         self._hit, self._miss = self._c_hits.incr, self._c_misses.incr
         self.load_duration = Histogram()
@@ -129,6 +132,11 @@ class State:
         self._replay_lock = Lock()
         self._replayer: Any = None
         self._closed = False
+        # freshness: expiries are wall-clock times every process agrees on (or the
+        # injected timer, in tests); background reloads run here, one per key at a time
+        self._wall = time.time if timer is time.monotonic else timer
+        self._background = Background()
+        self._reloading: set[str] = set()
         self._incident = False
         self._replay_after = 0.0
 

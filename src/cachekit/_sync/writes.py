@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 from ..core.cells import KeyWrites, Write
+from ..core.fresh import Fresh, to_stored
 from ..core.leases import LEASE_MARK
 from ..errors import (
     BackendRejectedError,
@@ -20,7 +21,7 @@ from ..errors import (
     SerializationError,
     ValueTooLargeError,
 )
-from ..policies import TTLLike, ttl_seconds
+from ..policies import TTL, TTLLike, ttl_seconds
 from .primitives import Lock
 from .reads import Reads, checked
 
@@ -46,6 +47,29 @@ class Writes(Reads):
 
     def _ttl_seconds(self, ttl: TTLLike) -> float | None:
         return ttl_seconds(ttl, self.policy.ttl)
+
+    def _payload(
+        self, full: str, value: Any, ttl: TTLLike, delta: float = 0.0, key: str | None = None
+    ) -> tuple[Any, float | None]:
+        """The encoded value and backend TTL for a store of ``value`` with ``ttl``.
+
+        A TTL with early refresh or stale-while-revalidate wraps the value in a
+        ``Fresh`` envelope (its logical expiry, the load's duration ``delta``) and
+        keeps it in the backend ``stale_while_revalidate`` seconds longer.
+        """
+        t = ttl if isinstance(ttl, TTL) else self.policy.ttl if ttl is None else None
+        if t is None or not t.refreshes:
+            return self._encode(value, full, key), self._ttl_seconds(ttl)
+        seconds = t.sample()
+        assert seconds is not None  # a refreshing TTL always has seconds
+        entry = Fresh(value, self._wall() + seconds, delta, t.early_refresh)
+        if self._dumps is None and not self._remote:
+            # in process: the envelope itself is stored, and hits take the careful path
+            self._careful = self._slow = True
+            data: Any = entry
+        else:
+            data = self._encode(to_stored(entry), full, key)
+        return data, seconds + t.stale_while_revalidate
 
     def _mark_flight(self, full: str) -> None:
         """Void a load of ``full`` in progress: its result may be older than this write."""
@@ -107,8 +131,7 @@ class Writes(Reads):
         the backend, so the previous entry stays as it was.
         """
         full = self._full(checked(key))
-        data = self._encode(value, full, key)
-        seconds = self._ttl_seconds(ttl)
+        data, seconds = self._payload(full, value, ttl, key=key)
         self._mark_flight(full)
         if self._stale is not None:
             self._stale.keep(full, value)  # the newest value, whether or not the backend took it
@@ -144,12 +167,12 @@ class Writes(Reads):
     def set_many(self, mapping: Mapping[str, Any], ttl: TTLLike = None) -> None:
         """Store every item of ``mapping`` (one round trip on remote backends)."""
         encoded = {}
+        seconds = self._ttl_seconds(ttl)
         for k, v in mapping.items():
             full = self._full(checked(k))
-            encoded[full] = self._encode(v, full, k)
+            encoded[full], seconds = self._payload(full, v, ttl, key=k)
         if not encoded:
             return
-        seconds = self._ttl_seconds(ttl)
         for full in encoded:
             self._mark_flight(full)
         if self.breaker.open_until and self._skip("set_many"):
