@@ -1,14 +1,26 @@
-"""Policies and TTLs: validation, jitter, as_ttl, Cache(ttl=, policy=) (policies.py)."""
+"""Policies and TTLs: validation, jitter, as_ttl, Cache(ttl=, policy=) (policies.py).
+
+The tests that build a cache run with a ``Cache`` and with an ``AsyncCache``
+(``tests/twins.py``); the others involve no cache.
+"""
 
 from __future__ import annotations
 
 import math
 import random
+from collections.abc import Iterator
 
 import pytest
 
 import cachekit as ck
 from cachekit.policies import DEFAULT_TTL, as_ttl
+from tests.twins import TWIN_KINDS, Twin, open_twin
+
+
+@pytest.fixture(params=TWIN_KINDS)
+def drv(request: pytest.FixtureRequest) -> Iterator[Twin]:
+    """Each cache test with a ``Cache``, then with an ``AsyncCache``."""
+    yield from open_twin(request.param)
 
 
 @pytest.mark.parametrize("seconds", [0, 1, 2.5, 10**6, None])
@@ -73,32 +85,32 @@ def test_policies() -> None:
     assert "WriteThrough" in repr(ck.WriteThrough(ttl=5))
 
 
-def test_cache_combines_ttl_and_policy() -> None:
+def test_cache_combines_ttl_and_policy(drv: Twin) -> None:
     b = ck.MemoryBackend()
-    assert ck.Cache(b, namespace="a").policy.ttl == DEFAULT_TTL
-    c = ck.Cache(b, namespace="b", ttl=60)
+    assert drv.cache(b, namespace="a").policy.ttl == DEFAULT_TTL
+    c = drv.cache(b, namespace="b", ttl=60)
     assert isinstance(c.policy, ck.CacheAside)
     assert c.policy.ttl == ck.TTL(60)
-    c = ck.Cache(b, namespace="c", ttl=60, policy=ck.WriteThrough())
+    c = drv.cache(b, namespace="c", ttl=60, policy=ck.WriteThrough())
     assert isinstance(c.policy, ck.WriteThrough)
     assert c.policy.ttl == ck.TTL(60)
-    c = ck.Cache(b, namespace="d", policy=ck.WriteThrough(ttl=ck.TTL(30, jitter=0.2)))
+    c = drv.cache(b, namespace="d", policy=ck.WriteThrough(ttl=ck.TTL(30, jitter=0.2)))
     assert c.policy.ttl == ck.TTL(30, jitter=0.2)
     # the same TTL given twice is not a conflict
-    c = ck.Cache(b, namespace="e", ttl=30, policy=ck.CacheAside(ttl=30))
+    c = drv.cache(b, namespace="e", ttl=30, policy=ck.CacheAside(ttl=30))
     assert c.policy.ttl == ck.TTL(30)
-    c = ck.Cache(b, namespace="f", ttl=ck.NO_EXPIRY)
+    c = drv.cache(b, namespace="f", ttl=ck.NO_EXPIRY)
     assert c.policy.ttl.seconds is None
 
 
-def test_conflicting_ttls_raise() -> None:
+def test_conflicting_ttls_raise(drv: Twin) -> None:
     b = ck.MemoryBackend()
     with pytest.raises(ck.ConfigurationError, match="conflicts"):
-        ck.Cache(b, ttl=30, policy=ck.WriteThrough(ttl=60))
+        drv.cache(b, ttl=30, policy=ck.WriteThrough(ttl=60))
     with pytest.raises(ck.ConfigurationError):
-        ck.Cache(b, ttl=ck.TTL(60, jitter=0.1), policy=ck.CacheAside(ttl=60))
+        drv.cache(b, ttl=ck.TTL(60, jitter=0.1), policy=ck.CacheAside(ttl=60))
     with pytest.raises(ck.ConfigurationError):
-        ck.Cache(b, ttl="soon")  # type: ignore[arg-type]
+        drv.cache(b, ttl="soon")
 
 
 def test_default_ttl_is_finite() -> None:
