@@ -143,13 +143,18 @@ _Z = 2.0  # move only if the difference is over two standard deviations of a fai
 class TinyLfuPolicy:
     """W-TinyLFU with an adaptive window: LRU window, segmented LRU main, frequency admission."""
 
-    def __init__(self, maxsize: int, adaptive: bool = True) -> None:
+    def __init__(
+        self, maxsize: int, adaptive: bool = True, sketch: FrequencySketch | None = None
+    ) -> None:
         self.maxsize = maxsize
         self.window: collections.OrderedDict[str, None] = collections.OrderedDict()
         self.probation: collections.OrderedDict[str, None] = collections.OrderedDict()
         self.protected: collections.OrderedDict[str, None] = collections.OrderedDict()
         self.size = 0  # keys in the three segments
-        self.sketch = FrequencySketch(maxsize)
+        # a miniature reads its parent's sketch (it sees a sample of the same keys) and never
+        # counts: one count per request, not three
+        self.counts = sketch is None
+        self.sketch = FrequencySketch(maxsize) if sketch is None else sketch
         self.window_max = 1
         self.protected_max = 0
         self.fraction = 0.01
@@ -160,7 +165,10 @@ class TinyLfuPolicy:
                 rate *= 2
             self.sample_mask = rate - 1
             size = maxsize // rate
-            self.minis = (TinyLfuPolicy(size, False), TinyLfuPolicy(size, False))
+            self.minis = (
+                TinyLfuPolicy(size, False, self.sketch),
+                TinyLfuPolicy(size, False, self.sketch),
+            )
             self.mini_wins = [0, 0]  # requests only the smaller / only the larger window hit
             self.mini_requests = 0
             self.period = _PERIOD * size
@@ -227,7 +235,8 @@ class TinyLfuPolicy:
         """Track a new ``key`` in the window; return the key evicted for it, if any."""
         if self.minis is not None and not (hash(key) >> 56) & self.sample_mask:
             self._sample(key)
-        self.sketch.increment(key)
+        if self.counts:
+            self.sketch.increment(key)
         window = self.window
         window[key] = None
         candidate = None
@@ -255,7 +264,8 @@ class TinyLfuPolicy:
         """Count a use of ``key`` and move it up its segment (probation -> protected)."""
         if hit and self.minis is not None and not (hash(key) >> 56) & self.sample_mask:
             self._sample(key)
-        self.sketch.increment(key)
+        if self.counts:
+            self.sketch.increment(key)
         protected = self.protected
         if key in protected:
             protected.move_to_end(key)
@@ -282,7 +292,8 @@ class TinyLfuPolicy:
         self.window.clear()
         self.probation.clear()
         self.protected.clear()
-        self.sketch.clear()
+        if self.counts:
+            self.sketch.clear()
         for mini in self.minis or ():
             mini.clear()
 
