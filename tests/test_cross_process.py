@@ -1,12 +1,13 @@
 """Stampede across processes: ``lease_wait`` makes a miss wait for another process's load.
 
-Two ``Cache`` objects over two backend objects share nothing in process (no
+Two cache objects over two backend objects share nothing in process (no
 flights, no locks), exactly like two processes; only the server is shared.
+Every test runs with two ``Cache`` objects (loads in threads) and with two
+``AsyncCache`` objects (loads in tasks), through ``tests/twins.py``.
 """
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -14,21 +15,25 @@ from typing import Any
 
 import pytest
 
-import cachekit as ck
 from cachekit.cache import LEASE_MARK
+from tests.twins import TWIN_KINDS, WAIT, Handle, Twin, open_twin
 
-WAIT = 10.0
+
+@pytest.fixture(params=TWIN_KINDS)
+def drv(request: pytest.FixtureRequest) -> Iterator[Twin]:
+    """Each test with ``Cache`` objects, then with ``AsyncCache`` objects."""
+    yield from open_twin(request.param)
 
 
 @pytest.fixture(params=["redis", "memcached"])
-def pair(request: pytest.FixtureRequest) -> Iterator[Callable[..., ck.Cache]]:
+def pair(request: pytest.FixtureRequest, drv: Twin) -> Iterator[Callable[..., Any]]:
     """Factory of caches over separate backend objects, one namespace, the same server."""
     url = str(request.getfixturevalue(f"{request.param}_url"))
     namespace = "xp-" + uuid.uuid4().hex[:8]
-    made: list[ck.Cache] = []
+    made: list[Any] = []
 
-    def factory(**options: Any) -> ck.Cache:
-        cache = ck.Cache(ck.backend_from_url(url), namespace=namespace, ttl=60, **options)
+    def factory(**options: Any) -> Any:
+        cache = drv.cache(drv.backend_from_url(url), namespace=namespace, ttl=60, **options)
         made.append(cache)
         return cache
 
@@ -37,71 +42,66 @@ def pair(request: pytest.FixtureRequest) -> Iterator[Callable[..., ck.Cache]]:
         cache.close()
 
 
-def _start_slow_load(a: ck.Cache, result: str) -> tuple[threading.Thread, threading.Event]:
+def _start_slow_load(drv: Twin, a: Any, result: str) -> tuple[Handle, Any]:
     """Process A: a load that holds its lease until released."""
-    release = threading.Event()
-
-    def slow() -> str:
-        assert release.wait(WAIT)
-        return result
-
-    t = threading.Thread(target=lambda: a.get_or_load("k", slow))
-    t.start()
-    _wait_for_lease(a)
+    release = drv.event()
+    t = drv.spawn(a.get_or_load, "k", drv.loader(lambda: result, wait_for=release))
+    _wait_for_lease(drv, a)
     return t, release
 
 
-def _wait_for_lease(cache: ck.Cache) -> None:
+def _wait_for_lease(drv: Twin, cache: Any) -> None:
     deadline = time.monotonic() + WAIT
     while True:  # until the lease is on the server
-        raw = cache.backend.get(cache.full_key("k"))
+        raw = drv.run(cache.backend.get(cache.full_key("k")))
         if isinstance(raw, bytes) and raw.startswith(LEASE_MARK):
             return
         assert time.monotonic() < deadline, "no lease was taken"
-        time.sleep(0.001)
+        drv.sleep(0.001)
 
 
 def test_a_miss_waits_for_the_other_process_instead_of_loading(
-    pair: Callable[..., ck.Cache],
+    drv: Twin, pair: Callable[..., Any]
 ) -> None:
     a, b = pair(), pair(lease_wait=5.0)
-    t, release = _start_slow_load(a, "from A")
-    polled = threading.Event()
+    t, release = _start_slow_load(drv, a, "from A")
+    polled = drv.event()
     real_get = b.backend.get
+    full = b.full_key("k")  # (an AsyncCache reads its namespace version here, on first use)
 
     def watched_get(key: str) -> Any:
-        polled.set()
-        return real_get(key)
+        if key == full:
+            polled.set()  # B polls the key A holds the lease of
+        return real_get(key)  # the value, or (async) the awaitable of it
 
-    b.backend.get = watched_get  # type: ignore[method-assign]
+    b.backend.get = watched_get
     calls: list[int] = []
-    got: list[str] = []
+
     def load_b() -> str:
         calls.append(1)
         return "from B"
 
-    waiter = threading.Thread(target=lambda: got.append(b.get_or_load("k", load_b)))
     try:
-        waiter.start()
+        waiter = drv.spawn(b.get_or_load, "k", drv.loader(load_b))
         assert polled.wait(WAIT)
         release.set()
-        waiter.join(WAIT)
+        got = waiter.result()
     finally:
         release.set()
         t.join(WAIT)
-    assert got == ["from A"] and calls == []
+    assert got == "from A" and calls == []
     stats = b.stats()
     assert (stats.loads, stats.coalesced) == (0, 1)
     assert a.get("k") == "from A"
 
 
 def test_without_lease_wait_a_miss_loads_at_once_and_stores_nothing(
-    pair: Callable[..., ck.Cache],
+    drv: Twin, pair: Callable[..., Any]
 ) -> None:
     a, b = pair(), pair()  # lease_wait=0: the default
-    t, release = _start_slow_load(a, "from A")
+    t, release = _start_slow_load(drv, a, "from A")
     try:
-        assert b.get_or_load("k", lambda: "from B") == "from B"
+        assert b.get_or_load("k", drv.loader(lambda: "from B")) == "from B"
         assert b.stats().loads == 1
         assert b.get("k") is None  # A's lease is still there: B stored nothing over it
     finally:
@@ -111,13 +111,13 @@ def test_without_lease_wait_a_miss_loads_at_once_and_stores_nothing(
 
 
 def test_a_waiter_gives_up_after_lease_wait_and_loads_itself(
-    pair: Callable[..., ck.Cache],
+    drv: Twin, pair: Callable[..., Any]
 ) -> None:
     a, b = pair(), pair(lease_wait=0.05)
-    t, release = _start_slow_load(a, "from A")
+    t, release = _start_slow_load(drv, a, "from A")
     try:
         started = time.perf_counter()
-        assert b.get_or_load("k", lambda: "from B") == "from B"
+        assert b.get_or_load("k", drv.loader(lambda: "from B")) == "from B"
         assert 0.04 < time.perf_counter() - started < 2.0
     finally:
         release.set()
@@ -126,29 +126,23 @@ def test_a_waiter_gives_up_after_lease_wait_and_loads_itself(
 
 
 def test_a_failed_load_releases_its_lease_so_waiters_do_not_wait_it_out(
-    pair: Callable[..., ck.Cache],
+    drv: Twin, pair: Callable[..., Any]
 ) -> None:
     a, b = pair(), pair(lease_wait=5.0)
-    release = threading.Event()
+    release = drv.event()
 
     def failing() -> str:
-        assert release.wait(WAIT)
         raise RuntimeError("source down")
 
-    def run_a() -> None:
-        with pytest.raises(RuntimeError):
-            a.get_or_load("k", failing)
-
-    t = threading.Thread(target=run_a)
-    t.start()
-    _wait_for_lease(a)
-    timer = threading.Timer(0.05, release.set)
-    timer.start()
+    t = drv.spawn(a.get_or_load, "k", drv.loader(failing, wait_for=release))
+    _wait_for_lease(drv, a)
+    stop_timer = drv.later(0.05, release.set)
     try:
         started = time.perf_counter()
-        assert b.get_or_load("k", lambda: "from B") == "from B"
+        assert b.get_or_load("k", drv.loader(lambda: "from B")) == "from B"
         assert time.perf_counter() - started < 2.0  # far less than lease_wait
     finally:
         release.set()
-        timer.join()
-        t.join(WAIT)
+        stop_timer()
+        with pytest.raises(RuntimeError):
+            t.result()

@@ -483,6 +483,8 @@ class AsyncTwin(Twin):
 
     def async_backend(self, backend: Any) -> AsyncBackend:
         """The awaited face of a sync backend (the same object each time), or ``backend``."""
+        if isinstance(backend, BackendView):
+            backend = self.raw(backend)
         if isinstance(backend, AsyncBackend):
             return backend
         known = self._adapters.get(id(backend))
