@@ -239,7 +239,7 @@ def _session_accessed() -> bool:
     Read from the request context directly: the ``session`` proxy itself marks
     the session as accessed.
     """
-    opened = getattr(request_ctx._get_current_object(), "_session", None)
+    opened = getattr(request_ctx, "_session", None)
     return opened is not None and bool(getattr(opened, "accessed", True))
 
 
