@@ -1,0 +1,1 @@
+# Vendored from Django 5.2.19 (tests/cache/); BSD-3-Clause, see ../LICENSE.
