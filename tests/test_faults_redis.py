@@ -1,7 +1,9 @@
 """A Cache over Redis when the server dies, refuses, stalls, or holds a planted payload.
 
 Every test runs against a private server (or listener) from ``tests.faultkit``;
-the shared test servers are never touched.
+the shared test servers are never touched. The cache-level tests run with a
+``Cache`` and with an ``AsyncCache`` (``tests/twins.py``), over the same private
+servers.
 """
 
 from __future__ import annotations
@@ -22,28 +24,36 @@ import redis
 import cachekit as ck
 from cachekit.backends.redis import RedisBackend, RedisClusterBackend
 from tests.faultkit import ServerProcess, StallServer, TcpProxy, TrickleProxy, closed_port
+from tests.twins import TWIN_KINDS, Twin, open_twin
 
 
 def _fast_breaker() -> ck.CircuitBreaker:
     return ck.CircuitBreaker(3, reset_timeout=0.2)
 
 
-def _cache(url: str, **options: Any) -> ck.Cache:
-    return ck.Cache(
-        RedisBackend.from_url(url),
+@pytest.fixture(params=TWIN_KINDS)
+def drv(request: pytest.FixtureRequest) -> Iterator[Twin]:
+    """Each cache-level test with a ``Cache``, then with an ``AsyncCache``."""
+    yield from open_twin(request.param)
+
+
+def _cache(drv: Twin, url: str, **options: Any) -> Any:
+    """A cache of the driver's kind over its Redis backend for ``url``."""
+    return drv.cache(
+        drv.backend_from_url(url),
         namespace="f-" + uuid.uuid4().hex[:8],
         ttl=60,
         **options,
     )
 
 
-def _eventually(check: Callable[[], bool], timeout: float = 5.0) -> float:
+def _eventually(drv: Twin, check: Callable[[], bool], timeout: float = 5.0) -> float:
     """Call ``check`` until it is true; return how long it took (fail after ``timeout``)."""
     started = time.monotonic()
     while not check():
         if time.monotonic() - started > timeout:
             pytest.fail(f"condition not met within {timeout} s")
-        time.sleep(0.02)
+        drv.sleep(0.02)  # background work (the replay) runs meanwhile
     return time.monotonic() - started
 
 
@@ -64,9 +74,9 @@ def raw(server: ServerProcess) -> Iterator[redis.Redis]:
 
 
 def test_killed_server_never_raises_and_recovers_after_restart(
-    server: ServerProcess, caplog: pytest.LogCaptureFixture
+    drv: Twin, server: ServerProcess, caplog: pytest.LogCaptureFixture
 ) -> None:
-    cache = _cache(server.url, breaker=_fast_breaker())
+    cache = _cache(drv, server.url, breaker=_fast_breaker())
     loads: list[int] = []
     try:
         cache.set("k", {"v": 1})
@@ -78,7 +88,7 @@ def test_killed_server_never_raises_and_recovers_after_restart(
                 cache.set("k", {"v": 2})
                 cache.delete("other")
                 assert cache.get_many(["k", "x"]) == {}
-                assert cache.get_or_load("j", lambda i=i: loads.append(i) or i) == i
+                assert cache.get_or_load("j", drv.loader(lambda i=i: loads.append(i) or i)) == i
         stats = cache.stats()
         assert stats.errors > 0
         assert loads == list(range(20))  # every get_or_load fell through to the loader
@@ -91,7 +101,7 @@ def test_killed_server_never_raises_and_recovers_after_restart(
             cache.set("k", {"v": 3})
             return bool(cache.get("k") == {"v": 3})
 
-        assert _eventually(hits_again) < 5.0
+        assert _eventually(drv, hits_again) < 5.0
         hits = cache.stats().hits
         assert cache.get("k") == {"v": 3}
         assert cache.stats().hits == hits + 1
@@ -103,9 +113,9 @@ def test_killed_server_never_raises_and_recovers_after_restart(
 # ---------------------------------------------------------------- closed port
 
 
-def test_closed_port_every_call_after_the_first_is_fast() -> None:
+def test_closed_port_every_call_after_the_first_is_fast(drv: Twin) -> None:
     with closed_port() as port:
-        cache = _cache(f"redis://127.0.0.1:{port}/0")
+        cache = _cache(drv, f"redis://127.0.0.1:{port}/0")
         try:
             cache.get("first")
             durations = []
@@ -117,7 +127,7 @@ def test_closed_port_every_call_after_the_first_is_fast() -> None:
             assert max(durations) < 0.05  # the contract is 5 ms; this machine is shared
             assert sorted(durations)[25] < 0.005
             assert cache.stats().errors >= 1
-            assert cache.get_or_load("k", lambda: "loaded") == "loaded"
+            assert cache.get_or_load("k", drv.loader(lambda: "loaded")) == "loaded"
         finally:
             cache.close()
 
@@ -125,10 +135,11 @@ def test_closed_port_every_call_after_the_first_is_fast() -> None:
 # ---------------------------------------------------------------- stalled server
 
 
-def _check_stalled(url: str, proxy: TcpProxy | None = None) -> None:
+def _check_stalled(drv: Twin, url: str, proxy: TcpProxy | None = None) -> None:
     started = time.perf_counter()
-    cache = _cache(url)  # reads the namespace version: the first call to the server
-    strict = ck.Cache(cache.backend, namespace=cache.namespace, fail_open=False)
+    cache = _cache(drv, url)  # a Cache reads the namespace version here, an AsyncCache at its
+    # first call (and, when even that fails, opens its breaker at once)
+    strict = drv.cache(cache.backend, namespace=cache.namespace, fail_open=False)
     try:
         assert time.perf_counter() - started < 1.0
         started = time.perf_counter()
@@ -142,7 +153,7 @@ def _check_stalled(url: str, proxy: TcpProxy | None = None) -> None:
         assert total < 2.5  # the breaker opens after 3 timeouts; the rest are skipped
         stats = cache.stats()
         assert stats.circuit_open
-        assert stats.errors >= 3
+        assert stats.errors >= (1 if drv.is_async else 3)
 
         # while the breaker is open a call costs microseconds, not a timeout
         started = time.perf_counter()
@@ -169,22 +180,22 @@ def _check_stalled(url: str, proxy: TcpProxy | None = None) -> None:
                 cache.set("k", "back")
                 return bool(cache.get("k") == "back")
 
-            _eventually(answers)
+            _eventually(drv, answers)
             assert strict.get("k") == "back"
     finally:
         cache.close()
 
 
-def test_stall_server_bounded_time_and_breaker_opens() -> None:
+def test_stall_server_bounded_time_and_breaker_opens(drv: Twin) -> None:
     with StallServer() as stall:
-        _check_stalled(f"redis://127.0.0.1:{stall.port}/0")
+        _check_stalled(drv, f"redis://127.0.0.1:{stall.port}/0")
 
 
-def test_stalled_server_misses_do_not_pay_a_timeout_per_lease() -> None:
+def test_stalled_server_misses_do_not_pay_a_timeout_per_lease(drv: Twin) -> None:
     # A miss takes a lease (SET NX) before loading; with the breaker open that write
     # must be skipped too, or every miss waits out the socket timeout.
     with StallServer() as stall:
-        cache = _cache(f"redis://127.0.0.1:{stall.port}/0")
+        cache = _cache(drv, f"redis://127.0.0.1:{stall.port}/0")
         calls: list[int] = []
 
         @cache.cached()
@@ -204,26 +215,26 @@ def test_stalled_server_misses_do_not_pay_a_timeout_per_lease() -> None:
             cache.close()
 
 
-def test_stalled_proxy_on_a_live_server(server: ServerProcess) -> None:
+def test_stalled_proxy_on_a_live_server(drv: Twin, server: ServerProcess) -> None:
     with TcpProxy(server.port) as proxy:
         url = f"redis://127.0.0.1:{proxy.port}/0"
-        warm = _cache(url)
+        warm = _cache(drv, url)
         try:
             warm.set("k", "before")
             assert warm.get("k") == "before"
         finally:
             warm.close()
         proxy.stall()
-        _check_stalled(url, proxy)
+        _check_stalled(drv, url, proxy)
 
 
 # ---------------------------------------------------------------- invalidations during an outage
 
 
 def test_delete_during_an_outage_is_replayed_after_restart(
-    server: ServerProcess, raw: redis.Redis
+    drv: Twin, server: ServerProcess, raw: redis.Redis
 ) -> None:
-    cache = _cache(server.url, breaker=_fast_breaker())
+    cache = _cache(drv, server.url, breaker=_fast_breaker())
     try:
         cache.set("k", "v1")
         full = cache.full_key("k")
@@ -236,8 +247,8 @@ def test_delete_during_an_outage_is_replayed_after_restart(
 
         for _ in range(20):  # also while the breaker is open or probing
             assert cache.get("k") is None
-            time.sleep(0.02)
-        _eventually(lambda: cache.get("k") is None and not raw.exists(full))
+            drv.sleep(0.02)
+        _eventually(drv, lambda: cache.get("k") is None and not raw.exists(full))
         assert cache.get("k") is None
         cache.set("k", "v2")
         assert cache.get("k") == "v2"
@@ -245,9 +256,9 @@ def test_delete_during_an_outage_is_replayed_after_restart(
         cache.close()
 
 
-def test_delete_skipped_by_an_open_breaker_is_replayed(server: ServerProcess) -> None:
+def test_delete_skipped_by_an_open_breaker_is_replayed(drv: Twin, server: ServerProcess) -> None:
     with TcpProxy(server.port) as proxy:
-        cache = _cache(f"redis://127.0.0.1:{proxy.port}/0", breaker=_fast_breaker())
+        cache = _cache(drv, f"redis://127.0.0.1:{proxy.port}/0", breaker=_fast_breaker())
         check = redis.Redis(port=server.port)
         try:
             cache.set("k", "v1")
@@ -261,8 +272,8 @@ def test_delete_skipped_by_an_open_breaker_is_replayed(server: ServerProcess) ->
             assert check.get(full) is not None
             for _ in range(20):
                 assert cache.get("k") is None
-                time.sleep(0.02)
-            _eventually(lambda: cache.get("k") is None and not check.exists(full))
+                drv.sleep(0.02)
+            _eventually(drv, lambda: cache.get("k") is None and not check.exists(full))
         finally:
             check.close()
             cache.close()
@@ -283,18 +294,18 @@ class _TouchesAFile:
 
 @pytest.mark.parametrize("serializer", ["default", "signed-pickle"])
 def test_planted_pickle_is_never_executed(
-    server: ServerProcess, raw: redis.Redis, tmp_path: Path, serializer: str
+    drv: Twin, server: ServerProcess, raw: redis.Redis, tmp_path: Path, serializer: str
 ) -> None:
     options: dict[str, Any] = {}
     if serializer == "signed-pickle":
         options["serializer"] = ck.PickleSerializer(b"secret-key-of-32-bytes-for-hmac!")
-    cache = _cache(server.url, **options)
+    cache = _cache(drv, server.url, **options)
     target = tmp_path / "pwned"
     try:
         raw.set(cache.full_key("k"), pickle.dumps(_TouchesAFile(str(target))))
         assert cache.get("k", default="dflt") == "dflt"
         assert cache.get_many(["k"]) == {}
-        assert cache.get_or_load("k", lambda: "loaded") == "loaded"
+        assert cache.get_or_load("k", drv.loader(lambda: "loaded")) == "loaded"
         assert not target.exists()
         assert not os.path.exists(str(target))
         stats = cache.stats()
@@ -305,27 +316,27 @@ def test_planted_pickle_is_never_executed(
 
 
 def test_a_planted_entry_is_replaced_by_the_next_load(
-    server: ServerProcess, raw: redis.Redis, tmp_path: Path
+    drv: Twin, server: ServerProcess, raw: redis.Redis, tmp_path: Path
 ) -> None:
-    cache = _cache(server.url)
+    cache = _cache(drv, server.url)
     try:
         raw.set(cache.full_key("k"), pickle.dumps(_TouchesAFile(str(tmp_path / "pwned"))))
-        assert cache.get_or_load("k", lambda: "loaded") == "loaded"
+        assert cache.get_or_load("k", drv.loader(lambda: "loaded")) == "loaded"
         assert cache.get("k") == "loaded"  # the loaded value replaced the planted bytes
     finally:
         cache.close()
 
 
 def test_serve_stale_answers_from_the_last_value_while_redis_is_dead(
-    server: ServerProcess,
+    drv: Twin, server: ServerProcess
 ) -> None:
-    cache = _cache(server.url, stale_ttl=60.0)
+    cache = _cache(drv, server.url, stale_ttl=60.0)
     try:
         cache.set("k", {"plan": "pro"})
         assert cache.get("k") == {"plan": "pro"}
         server.kill()
         assert cache.get("k") == {"plan": "pro"}  # served from this process's last value
-        assert cache.get_or_load("k", lambda: {"plan": "from-db"}) == {"plan": "pro"}
+        assert cache.get_or_load("k", drv.loader(lambda: {"plan": "from-db"})) == {"plan": "pro"}
         assert cache.get("other", "dflt") == "dflt"  # never seen: nothing to serve
         stats = cache.stats()
         assert stats.stale_served == 2 and stats.errors >= 1
@@ -356,6 +367,8 @@ def trickle(server: ServerProcess) -> Iterator[TrickleProxy]:
         yield proxy
 
 
+# Backend-level (the sync driver, each command); the async drivers' twin of this test is
+# tests/backends/test_aio_redis.py::test_a_trickling_server_cannot_hold_a_command_past_its_deadline.
 @pytest.mark.parametrize("command", list(_COMMANDS))
 def test_a_trickling_answer_cannot_outlast_the_command_deadline(
     command: str, server: ServerProcess, raw: redis.Redis, trickle: TrickleProxy
@@ -374,8 +387,8 @@ def test_a_trickling_answer_cannot_outlast_the_command_deadline(
         b.close()
 
 
-def test_the_deadline_follows_socket_timeout(trickle: TrickleProxy) -> None:
-    b = RedisBackend.from_url(f"redis://127.0.0.1:{trickle.port}/0?socket_timeout=0.05")
+def test_the_deadline_follows_socket_timeout(drv: Twin, trickle: TrickleProxy) -> None:
+    b = drv.backend_from_url(f"redis://127.0.0.1:{trickle.port}/0?socket_timeout=0.05")
     try:
         started = time.perf_counter()
         with pytest.raises(ck.BackendUnavailableError):
@@ -383,7 +396,7 @@ def test_the_deadline_follows_socket_timeout(trickle: TrickleProxy) -> None:
         assert time.perf_counter() - started < 0.3
     finally:
         b.close()
-    b = RedisBackend.from_url(f"redis://127.0.0.1:{trickle.port}/0", socket_timeout=0.6)
+    b = drv.backend_from_url(f"redis://127.0.0.1:{trickle.port}/0", socket_timeout=0.6)
     try:
         started = time.perf_counter()
         with pytest.raises(ck.BackendUnavailableError):
@@ -394,11 +407,11 @@ def test_the_deadline_follows_socket_timeout(trickle: TrickleProxy) -> None:
 
 
 def test_a_cache_over_a_trickling_server_is_bounded_and_opens_its_breaker(
-    trickle: TrickleProxy,
+    drv: Twin, trickle: TrickleProxy
 ) -> None:
     url = f"redis://127.0.0.1:{trickle.port}/0"
     started = time.perf_counter()
-    cache = ck.Cache.from_url(url, namespace="f-" + uuid.uuid4().hex[:8], ttl=60)
+    cache = drv.from_url(url, namespace="f-" + uuid.uuid4().hex[:8], ttl=60)
     try:
         assert time.perf_counter() - started < 0.6  # the namespace-version read is bounded
         started = time.perf_counter()
@@ -410,10 +423,10 @@ def test_a_cache_over_a_trickling_server_is_bounded_and_opens_its_breaker(
         cache.close()
 
 
-def test_cluster_discovery_through_a_trickle_is_bounded(redis_cluster_url: str) -> None:
+def test_cluster_discovery_through_a_trickle_is_bounded(drv: Twin, redis_cluster_url: str) -> None:
     node_port = int(redis_cluster_url.rsplit(":", 1)[1])
     with TrickleProxy(node_port, interval=0.2) as proxy:
-        b = RedisClusterBackend.from_url(f"redis+cluster://127.0.0.1:{proxy.port}")
+        b = drv.backend_from_url(f"redis+cluster://127.0.0.1:{proxy.port}")
         try:
             started = time.perf_counter()
             with pytest.raises(ck.BackendUnavailableError):
@@ -461,6 +474,7 @@ def _in_child(work: Callable[[], object], timeout: float = 10.0) -> object:
     return value
 
 
+# Sync only: an event loop and its connections cannot be carried across fork().
 @pytest.mark.parametrize("kind", ["redis", "redis-cluster"])
 def test_forked_children_open_their_own_connections(
     kind: str, redis_url: str, redis_cluster_url: str
@@ -501,6 +515,7 @@ def test_forked_children_open_their_own_connections(
         b.close()
 
 
+# Sync only: about the sync driver's thread locks held at fork().
 def test_a_child_forked_while_a_lock_was_held_does_not_hang(redis_cluster_url: str) -> None:
     from cachekit.backends import redis as redis_module
 
