@@ -119,7 +119,7 @@ def test_query_options_keywords_and_the_address_without_credentials() -> None:
     assert isinstance(b, AsyncRedisBackend)
     assert b._kwargs["username"] == "alice"
     assert b._kwargs["password"] == "s@cret"
-    assert b._kwargs["socket_timeout"] == 0.1
+    assert b._timeout == 0.1
     assert b._kwargs["socket_connect_timeout"] == 0.05
     assert b._kwargs["db"] == 3
     assert b.max_value_size == 1024

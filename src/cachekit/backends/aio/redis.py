@@ -312,7 +312,7 @@ class AsyncRedisBackend(_AsyncRedisCommon):
         if password is not None:
             kwargs.setdefault("password", password)
         self._kwargs = kwargs
-        self._timeout = kwargs["socket_timeout"]
+        self._timeout = kwargs.pop("socket_timeout")
         self._init_clients()
 
     @classmethod
@@ -322,7 +322,10 @@ class AsyncRedisBackend(_AsyncRedisCommon):
         return cls(f"{parts.scheme}://{parts.netloc}{parts.path}", **merged)
 
     def _build(self) -> aredis.Redis:
-        pool = aredis.ConnectionPool(retry=_retry(), **self._kwargs)
+        # socket_timeout=None: the command's deadline (asyncio.timeout around the whole
+        # command) is the only read and write timeout; with one set, redis.asyncio would
+        # also wrap every send in asyncio.wait_for (a task) and every read in a timer
+        pool = aredis.ConnectionPool(retry=_retry(), socket_timeout=None, **self._kwargs)
         return aredis.Redis(connection_pool=pool)
 
     async def _mget(self, client: Any, keys: list[bytes]) -> list[Any]:
@@ -395,7 +398,7 @@ class AsyncRedisClusterBackend(_AsyncRedisCommon):
         if tls:
             kwargs["ssl"] = True
         self._kwargs = kwargs
-        self._timeout = kwargs["socket_timeout"]
+        self._timeout = kwargs.pop("socket_timeout")
         where = ",".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in self._nodes)
         self.server_address = f"{scheme}://{where}"
         self._init_clients()
@@ -410,9 +413,11 @@ class AsyncRedisClusterBackend(_AsyncRedisCommon):
         return cls(f"{parts.scheme}://{parts.netloc}{parts.path}", **merged)
 
     def _build(self) -> RedisCluster:
+        # socket_timeout=None: the command's deadline is the only one (see AsyncRedisBackend)
         return RedisCluster(
             startup_nodes=[ClusterNode(h, p) for h, p in self._nodes],
             retry=_retry(),
+            socket_timeout=None,
             **self._kwargs,
         )
 
