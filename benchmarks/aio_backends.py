@@ -3,8 +3,9 @@
 Rows (each a ratio ``cachekit / raw``, lower is better; the target for the
 finished AsyncCache is <= 1.1x):
 
-- Redis ``get`` through ``AsyncRedisBackend`` vs ``redis.asyncio.Redis.get``;
-  ``get_many(100)`` vs ``mget``;
+- Redis ``get`` through ``AsyncRedisBackend`` vs ``redis.asyncio.Redis.get``,
+  with redis-py's default timeouts and with none at all (the floor: cachekit's
+  calls keep their deadline); ``get_many(100)`` vs ``mget``;
 - memcached ``get`` through ``AsyncMemcachedBackend`` vs ``aiomcache`` and
   ``emcache`` (whichever is installed), ``get_many(100)`` vs their multi-gets,
   and 50 concurrent ``get`` calls (``asyncio.gather``: the pools at work).
@@ -109,27 +110,42 @@ async def redis_rows(url: str, rounds: int, n: int) -> list[Row]:
     from cachekit.backends.aio import async_backend_from_url
 
     ours = async_backend_from_url(url)
-    raw = aredis.Redis.from_url(url)
+    raw = aredis.Redis.from_url(url)  # its defaults: socket timeouts of 5 s
+    bare = aredis.Redis.from_url(url, socket_timeout=None, socket_connect_timeout=None)
     key = "ck-bench-aio:" + uuid.uuid4().hex
     keys = [f"{key}:{i}" for i in range(100)]
     try:
         await raw.set(key, VALUE, ex=600)
         await raw.mset(dict.fromkeys(keys, VALUE))
-        rows = [await compare("Redis get", lambda: ours.get(key), lambda: raw.get(key), rounds, n)]
-        rows.append(
+        rows = [
             await compare(
-                "Redis get_many(100) vs mget",
+                "Redis get vs redis.asyncio (its default timeouts)",
+                lambda: ours.get(key),
+                lambda: raw.get(key),
+                rounds,
+                n,
+            ),
+            await compare(
+                "Redis get vs redis.asyncio without any timeout",
+                lambda: ours.get(key),
+                lambda: bare.get(key),
+                rounds,
+                n,
+            ),
+            await compare(
+                "Redis get_many(100) vs mget without any timeout",
                 lambda: ours.get_many(keys),
-                lambda: raw.mget(keys),
+                lambda: bare.mget(keys),
                 rounds,
                 max(10, n // 10),
-            )
-        )
+            ),
+        ]
         await raw.delete(key, *keys)
         return rows
     finally:
         await ours.aclose()
         await raw.aclose()
+        await bare.aclose()
 
 
 # ---------------------------------------------------------------- memcached
