@@ -1,4 +1,9 @@
-"""Cache over MemcachedBackend when memcached dies, refuses or stalls: bounded time, no raise."""
+"""Cache over MemcachedBackend when memcached dies, refuses or stalls: bounded time, no raise.
+
+Each test runs with the sync driver under a ``Cache`` and with the async driver under an
+``AsyncCache`` (``tests/twins.py``), on the same private servers; the few that are
+about one driver's internals or fork() say so.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +19,8 @@ from pymemcache.client.base import PooledClient
 from pymemcache.exceptions import MemcacheClientError, MemcacheServerError
 
 import cachekit as ck
+from cachekit.backends.aio._protocol import Refused
+from cachekit.backends.aio.memcached import AsyncMemcachedBackend
 from cachekit.backends.memcached import (
     MemcachedBackend,
     ServerValueTooLargeError,
@@ -28,14 +35,44 @@ from tests.faultkit import (
     TrickleProxy,
     closed_port,
 )
+from tests.twins import TWIN_KINDS, Twin, open_twin
 
 pytestmark = pytest.mark.memcached
 
 
-def _cache(port: int, namespace: str | None = None, **options: object) -> ck.Cache:
-    backend = MemcachedBackend([("127.0.0.1", port)])
+@pytest.fixture(params=TWIN_KINDS)
+def drv(request: pytest.FixtureRequest) -> Iterator[Twin]:
+    """Each test with the sync driver and ``Cache``, then the async ones."""
+    yield from open_twin(request.param)
+
+
+def _backend(drv: Twin, servers: list[tuple[str, int]], **options: Any) -> Any:
+    """The driver's memcached backend for ``servers`` (the async one's methods block)."""
+    if drv.is_async:
+        return drv.backend(AsyncMemcachedBackend(servers, **options))
+    return MemcachedBackend(servers, **options)
+
+
+def _cache(drv: Twin, port: int, namespace: str | None = None, **options: object) -> Any:
+    backend = _backend(drv, [("127.0.0.1", port)])
     namespace = namespace or "f-" + uuid.uuid4().hex[:8]
-    return ck.Cache(backend, namespace=namespace, ttl=60, **options)  # type: ignore[arg-type]
+    return drv.cache(backend, namespace=namespace, ttl=60, **options)
+
+
+def _refusal(drv: Twin) -> type[Exception]:
+    """The driver's own error for a command the server refused (the cause it chains)."""
+    return Refused if drv.is_async else MemcacheServerError
+
+
+def _idle_connections(drv: Twin, backend: Any) -> int:
+    """How many connections the (one-node) backend keeps idle for reuse."""
+    if not drv.is_async:
+        return len(backend.client._idle)
+
+    async def count() -> int:
+        return sum(len(idle) for idle in drv.raw(backend)._idle().values())
+
+    return int(drv.run(count()))
 
 
 @pytest.fixture
@@ -48,8 +85,8 @@ def _fast_breaker() -> ck.CircuitBreaker:
     return ck.CircuitBreaker(3, reset_timeout=0.2)
 
 
-def test_killed_server_falls_open_and_recovers_on_restart(server: ServerProcess) -> None:
-    cache = _cache(server.port, breaker=_fast_breaker())
+def test_killed_server_falls_open_and_recovers_on_restart(drv: Twin, server: ServerProcess) -> None:
+    cache = _cache(drv, server.port, breaker=_fast_breaker())
     try:
         cache.set("k", {"v": 1})
         assert cache.get("k") == {"v": 1}
@@ -59,7 +96,7 @@ def test_killed_server_falls_open_and_recovers_on_restart(server: ServerProcess)
             assert cache.get("k", "default") == "default"  # no exception reaches the caller
         cache.set("k2", "x")
         assert cache.delete("k") is False
-        assert cache.get_or_load("k3", lambda: "loaded") == "loaded"
+        assert cache.get_or_load("k3", drv.loader(lambda: "loaded")) == "loaded"
         assert cache.get_many(["k", "k2"]) == {}
         stats = cache.stats()
         assert stats.errors >= 1
@@ -71,7 +108,7 @@ def test_killed_server_falls_open_and_recovers_on_restart(server: ServerProcess)
             if cache.get("k") == {"v": 2}:
                 break
             assert time.monotonic() < deadline, "hits did not resume within 5 s"
-            time.sleep(0.05)
+            drv.sleep(0.05)
         hits = cache.stats().hits
         assert cache.get("k") == {"v": 2}
         assert cache.stats().hits == hits + 1
@@ -80,9 +117,9 @@ def test_killed_server_falls_open_and_recovers_on_restart(server: ServerProcess)
         cache.close()
 
 
-def test_closed_port_costs_little_after_the_first_call() -> None:
+def test_closed_port_costs_little_after_the_first_call(drv: Twin) -> None:
     with closed_port() as port:
-        cache = _cache(port)
+        cache = _cache(drv, port)
         try:
             assert cache.get("k", "d") == "d"  # the first call pays the refusal
             started = time.perf_counter()
@@ -96,9 +133,9 @@ def test_closed_port_costs_little_after_the_first_call() -> None:
             cache.close()
 
 
-def test_stalled_server_is_bounded_and_opens_the_breaker() -> None:
+def test_stalled_server_is_bounded_and_opens_the_breaker(drv: Twin) -> None:
     with StallServer() as stall:
-        cache = _cache(stall.port)  # default timeouts (0.25 s) and breaker
+        cache = _cache(drv, stall.port)  # default timeouts (0.25 s) and breaker
         try:
             started = time.perf_counter()
             assert cache.get("k", "d") == "d"
@@ -111,14 +148,14 @@ def test_stalled_server_is_bounded_and_opens_the_breaker() -> None:
             assert elapsed < 2.0, f"50 calls took {elapsed:.2f} s"
             assert cache.stats().circuit_open
             assert cache.breaker.is_open
-            assert cache.get_or_load("k", lambda: "from source") == "from source"
+            assert cache.get_or_load("k", drv.loader(lambda: "from source")) == "from source"
         finally:
             cache.close()
 
 
-def test_stalled_server_in_strict_mode_raises() -> None:
+def test_stalled_server_in_strict_mode_raises(drv: Twin) -> None:
     with StallServer() as stall:
-        cache = _cache(stall.port, fail_open=False)
+        cache = _cache(drv, stall.port, fail_open=False)
         try:
             started = time.perf_counter()
             with pytest.raises(ck.BackendUnavailableError):
@@ -134,10 +171,10 @@ def test_stalled_server_in_strict_mode_raises() -> None:
 
 @pytest.mark.parametrize("first", ["get", "set"])
 def test_after_a_restart_one_failure_drops_every_stale_connection(
-    server: ServerProcess, first: str
+    drv: Twin, server: ServerProcess, first: str
 ) -> None:
     """Reads and writes keep separate idle connections; one failure retires both."""
-    backend = MemcachedBackend([("127.0.0.1", server.port)])
+    backend = _backend(drv, [("127.0.0.1", server.port)])
     try:
         backend.set("k", b"v", 60)
         assert backend.get("k") == b"v"  # an idle read and an idle write connection
@@ -153,14 +190,14 @@ def test_after_a_restart_one_failure_drops_every_stale_connection(
         backend.close()
 
 
-def test_invalidation_during_an_outage_is_not_lost(server: ServerProcess) -> None:
+def test_invalidation_during_an_outage_is_not_lost(drv: Twin, server: ServerProcess) -> None:
     """A delete that could not be sent is replayed: the old value is not served after recovery.
 
     A killed memcached comes back empty, which would hide a lost delete; so the
     server's state from before the outage is put back, as if the outage had
     been a network partition that left the data in place.
     """
-    cache = _cache(server.port, breaker=_fast_breaker())
+    cache = _cache(drv, server.port, breaker=_fast_breaker())
     raw = PooledClient(
         ("127.0.0.1", server.port), connect_timeout=1, timeout=1, default_noreply=False
     )
@@ -177,11 +214,11 @@ def test_invalidation_during_an_outage_is_not_lost(server: ServerProcess) -> Non
 
         server.start()
         assert raw.set_many(before, 0) == []  # the server "kept" the entry and namespace version
-        other = _cache(server.port, namespace=cache.namespace)
+        other = _cache(drv, server.port, namespace=cache.namespace)
         try:
             # control: a process that saw no outage would read the old entry
             assert other.get("user:1") == "old name"
-            time.sleep(0.25)  # past the breaker's reset timeout
+            drv.sleep(0.25)  # past the breaker's reset timeout
             assert cache.get("user:1") is None
             assert cache.get("user:1") is None
             assert raw.get(keys[0]) is None  # the delete really reached the server
@@ -209,7 +246,7 @@ def _seed(port: int, mapping: dict[str, bytes]) -> None:
 
 
 #: Every command the backend sends, as a call on (backend, keys).
-COMMANDS: dict[str, Callable[[MemcachedBackend, list[str]], Any]] = {
+COMMANDS: dict[str, Callable[[Any, list[str]], Any]] = {
     "get": lambda b, keys: b.get(keys[0]),
     "get_many": lambda b, keys: b.get_many(keys),
     "set": lambda b, keys: b.set(keys[0], b"new", 60),
@@ -224,7 +261,7 @@ COMMANDS: dict[str, Callable[[MemcachedBackend, list[str]], Any]] = {
 BOUND = 0.6
 
 
-def _assert_bounded(backend: MemcachedBackend, command: str, keys: list[str]) -> None:
+def _assert_bounded(backend: Any, command: str, keys: list[str]) -> None:
     started = time.perf_counter()
     with pytest.raises(ck.BackendUnavailableError):
         COMMANDS[command](backend, keys)
@@ -234,14 +271,14 @@ def _assert_bounded(backend: MemcachedBackend, command: str, keys: list[str]) ->
 
 @pytest.mark.parametrize("command", COMMANDS)
 def test_a_trickling_server_cannot_hold_a_command_past_its_deadline(
-    memcached_url: str, command: str
+    drv: Twin, memcached_url: str, command: str
 ) -> None:
     """One byte every 0.1 s arrives well within every per-read timeout; the command still ends."""
     port = _port_of(memcached_url)
     keys = [f"trickle-{uuid.uuid4().hex[:8]}-{i}" for i in range(3)]
     _seed(port, dict.fromkeys(keys, b"value" * 4))
     with TrickleProxy(port, interval=0.1) as proxy:
-        backend = MemcachedBackend([("127.0.0.1", proxy.port)])  # default deadline 0.25 s
+        backend = _backend(drv, [("127.0.0.1", proxy.port)])  # default deadline 0.25 s
         try:
             _assert_bounded(backend, command, keys)
         finally:
@@ -250,13 +287,13 @@ def test_a_trickling_server_cannot_hold_a_command_past_its_deadline(
 
 @pytest.mark.parametrize("command", COMMANDS)
 def test_a_trickling_pool_cannot_hold_a_command_past_its_deadline(
-    memcached_pool_url: str, command: str
+    drv: Twin, memcached_pool_url: str, command: str
 ) -> None:
     """Over the ring, a command that asks every node still has one deadline for all of them."""
     nodes = [_port_of("x:" + n) for n in memcached_pool_url.split("//", 1)[1].split(",")]
     with ExitStack() as stack:
         proxies = [stack.enter_context(TrickleProxy(port, interval=0.1)) for port in nodes]
-        backend = MemcachedBackend([("127.0.0.1", p.port) for p in proxies], node_cooldown=0)
+        backend = _backend(drv, [("127.0.0.1", p.port) for p in proxies], node_cooldown=0)
         stack.callback(backend.close)
         keys = [f"trickle-{uuid.uuid4().hex[:8]}-{i}" for i in range(30)]
         assert len({backend.node_for(k) for k in keys}) == 3  # the batch spans every node
@@ -266,20 +303,20 @@ def test_a_trickling_pool_cannot_hold_a_command_past_its_deadline(
 
 
 @pytest.mark.parametrize("command", ["get", "set", "get_many"])
-def test_a_hanging_connect_counts_against_the_deadline(command: str) -> None:
+def test_a_hanging_connect_counts_against_the_deadline(drv: Twin, command: str) -> None:
     """The deadline covers the connect: a generous connect_timeout cannot stretch the command."""
     with FullBacklogServer() as server:
-        backend = MemcachedBackend([("127.0.0.1", server.port)], connect_timeout=5)
+        backend = _backend(drv, [("127.0.0.1", server.port)], connect_timeout=5)
         try:
             _assert_bounded(backend, command, ["k1", "k2"])
         finally:
             backend.close()
 
 
-def test_a_trickling_server_opens_the_breaker(memcached_url: str) -> None:
+def test_a_trickling_server_opens_the_breaker(drv: Twin, memcached_url: str) -> None:
     """With per-read timeouts every get took seconds and succeeded; now they fail and trip it."""
     with TrickleProxy(_port_of(memcached_url), interval=0.1) as proxy:
-        cache = _cache(proxy.port)
+        cache = _cache(drv, proxy.port)
         try:
             started = time.perf_counter()
             for _ in range(10):
@@ -300,7 +337,7 @@ def small_server() -> Iterator[MemcachedProcess]:
         yield proc
 
 
-def _fill_until_refused(backend: MemcachedBackend) -> ck.BackendRejectedError:
+def _fill_until_refused(backend: Any) -> ck.BackendRejectedError:
     for i in range(200):
         try:
             backend.set(f"fill-{i}", b"x" * 100_000, None)
@@ -309,12 +346,14 @@ def _fill_until_refused(backend: MemcachedBackend) -> ck.BackendRejectedError:
     raise AssertionError("a 2 MiB memcached stored 20 MB")
 
 
-def test_out_of_memory_is_rejected_not_unavailable(small_server: MemcachedProcess) -> None:
-    backend = MemcachedBackend([("127.0.0.1", small_server.port)])
+def test_out_of_memory_is_rejected_not_unavailable(
+    drv: Twin, small_server: MemcachedProcess
+) -> None:
+    backend = _backend(drv, [("127.0.0.1", small_server.port)])
     try:
         error = _fill_until_refused(backend)
         assert not isinstance(error, ck.BackendUnavailableError)
-        assert isinstance(error.__cause__, MemcacheServerError)
+        assert isinstance(error.__cause__, _refusal(drv))
         assert "out of memory" in str(error)
         backend.set("small", b"fits", 60)  # the server and the connection are fine
         assert backend.get("small") == b"fits"
@@ -323,15 +362,15 @@ def test_out_of_memory_is_rejected_not_unavailable(small_server: MemcachedProces
 
 
 def test_item_over_the_servers_limit_is_rejected_and_too_large(
-    small_server: MemcachedProcess,
+    drv: Twin, small_server: MemcachedProcess
 ) -> None:
-    backend = MemcachedBackend([("127.0.0.1", small_server.port)])  # max_value_size 1 MiB > -I
+    backend = _backend(drv, [("127.0.0.1", small_server.port)])  # max_value_size 1 MiB > -I
     try:
         with pytest.raises(ck.BackendRejectedError) as info:
             backend.set("big", b"y" * 600_000, 60)
         assert isinstance(info.value, ck.ValueTooLargeError)
         assert isinstance(info.value, ServerValueTooLargeError)
-        assert isinstance(info.value.__cause__, MemcacheServerError)
+        assert isinstance(info.value.__cause__, _refusal(drv))
         backend.set("after", b"ok", 60)
         assert backend.get("after") == b"ok"
     finally:
@@ -339,12 +378,12 @@ def test_item_over_the_servers_limit_is_rejected_and_too_large(
 
 
 def test_a_refusing_node_is_not_marked_down(
-    small_server: MemcachedProcess, memcached_pool_url: str
+    drv: Twin, small_server: MemcachedProcess, memcached_pool_url: str
 ) -> None:
     """In a pool, a refused command leaves the node in service (no cool-down)."""
     other = _port_of("x:" + memcached_pool_url.split("//", 1)[1].split(",")[0])
-    backend = MemcachedBackend(
-        [("127.0.0.1", small_server.port), ("127.0.0.1", other)], node_cooldown=30
+    backend = _backend(
+        drv, [("127.0.0.1", small_server.port), ("127.0.0.1", other)], node_cooldown=30
     )
     try:
         small = f"127.0.0.1:{small_server.port}"
@@ -378,32 +417,32 @@ def test_a_refusing_node_is_not_marked_down(
     ],
 )
 def test_odd_replies_to_a_get_are_typed_and_drop_the_connection(
-    reply: bytes, close: bool, error: type[Exception]
+    drv: Twin, reply: bytes, close: bool, error: type[Exception]
 ) -> None:
     with ReplyServer(reply, close=close) as server:
-        backend = MemcachedBackend([("127.0.0.1", server.port)])
+        backend = _backend(drv, [("127.0.0.1", server.port)])
         try:
             with pytest.raises(error) as info:
                 backend.get("k")
             assert isinstance(info.value.__cause__, Exception)
-            assert not backend.client._idle  # never reused for the next command
+            assert _idle_connections(drv, backend) == 0  # never reused for the next command
         finally:
             backend.close()
 
 
-def test_a_good_reply_is_read_whole() -> None:
+def test_a_good_reply_is_read_whole(drv: Twin) -> None:
     with ReplyServer(b"VALUE k 0 5\r\na\r\nb!\r\nEND\r\n") as server:
-        backend = MemcachedBackend([("127.0.0.1", server.port)])
+        backend = _backend(drv, [("127.0.0.1", server.port)])
         try:
             assert backend.get("k") == b"a\r\nb!"  # a value may hold the line ending
             assert backend.get("k") == b"a\r\nb!"  # and the connection is reused
-            assert len(backend.client._idle) == 1
+            assert _idle_connections(drv, backend) == 1
         finally:
             backend.close()
 
 
-def test_a_full_server_never_opens_the_breaker(small_server: MemcachedProcess) -> None:
-    cache = _cache(small_server.port, breaker=ck.CircuitBreaker(3, reset_timeout=30))
+def test_a_full_server_never_opens_the_breaker(drv: Twin, small_server: MemcachedProcess) -> None:
+    cache = _cache(drv, small_server.port, breaker=ck.CircuitBreaker(3, reset_timeout=30))
     try:
         cache.set("kept", "small")
         for i in range(60):  # far past full: each refusal is counted, none is an outage
@@ -417,6 +456,8 @@ def test_a_full_server_never_opens_the_breaker(small_server: MemcachedProcess) -
         cache.close()
 
 
+# Sync only: pymemcache's own exception, translated by the sync driver (the async driver
+# parses answers itself: its refusals are the odd-reply cases above).
 def test_client_error_answers_are_rejected() -> None:
     backend = MemcachedBackend([("127.0.0.1", 1)])
     error = backend._failure("127.0.0.1:1", "set", MemcacheClientError(b"bad command line format"))
@@ -450,6 +491,7 @@ def _child(cache: ck.Cache, number: int, parent_ports: set[int]) -> str:
     return f"wrong={wrong} errors={stats.errors} open={stats.circuit_open} shared={sorted(shared)}"
 
 
+# Sync only: an event loop and its connections cannot be carried across fork().
 @pytest.mark.parametrize("which", ["single", "pool"])
 def test_forked_children_use_their_own_connections(
     memcached_url: str, memcached_pool_url: str, which: str

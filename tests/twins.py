@@ -147,6 +147,10 @@ class Twin:
         """The cache or backend behind what ``cache`` / ``backend_from_url`` returned."""
         raise NotImplementedError
 
+    def backend(self, backend: Any) -> Any:
+        """A backend of this kind as the test body uses it (async: its methods block)."""
+        raise NotImplementedError
+
     def run(self, value: Any) -> Any:
         """The result of ``value`` (awaited if it is awaitable)."""
         raise NotImplementedError
@@ -218,6 +222,10 @@ class SyncTwin(Twin):
     def raw(self, view: Any) -> Any:
         """The cache (or backend) itself."""
         return view
+
+    def backend(self, backend: Any) -> Any:
+        """The sync backend itself."""
+        return backend
 
     def run(self, value: Any) -> Any:
         """Sync calls already returned their value."""
@@ -505,6 +513,10 @@ class AsyncTwin(Twin):
     def backend_from_url(self, url: str, **options: Any) -> Any:
         """The async backend for ``url``, its awaited methods blocking."""
         return BackendView(self, async_backend_from_url(url, **options))
+
+    def backend(self, backend: Any) -> Any:
+        """A view of the async ``backend``: its awaited methods block."""
+        return BackendView(self, backend)
 
     def raw(self, view: Any) -> Any:
         """The ``AsyncCache`` (or backend) behind a view."""
