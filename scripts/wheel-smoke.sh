@@ -68,6 +68,20 @@ def double(x: int) -> int:
 
 assert double(21) == 42 and double(21) == 42 and calls == [21]
 assert cache.stats().hits == 2
+
+
+async def round_trip() -> object:
+    acache = ck.AsyncCache.from_url("memory://", namespace="smoke", ttl=60)
+    await acache.set("k", 1)
+    value = await acache.get("k")
+    await acache.aclose()
+    return value
+
+
+if hasattr(ck, "AsyncCache"):
+    import asyncio
+
+    assert asyncio.run(round_trip()) == 1
 print(f"wheel-smoke: cachekit {ck.__version__} OK")
 PYEOF
     )
