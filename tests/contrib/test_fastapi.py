@@ -351,3 +351,18 @@ def test_backend_down_falls_through_to_the_endpoint(namespace: str) -> None:
 
     run(t.app, body)
     assert t.renders == 3
+
+
+def test_each_request_counts_the_generation_and_the_response_lookups(namespace: str) -> None:
+    acache = ck.AsyncCache.from_url("memory://", namespace=namespace)
+    t = Counting(acache)
+
+    async def body(client: httpx.AsyncClient) -> None:
+        await client.get("/things/1")
+        st = acache.stats()
+        assert (st.hits, st.misses, st.loads) == (0, 2, 0)  # no generation yet, no response
+        await client.get("/things/1")
+        st = acache.stats()
+        assert (st.hits, st.misses) == (2, 2)
+
+    run(t.app, body)

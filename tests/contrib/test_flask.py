@@ -275,3 +275,14 @@ def test_backend_down_falls_through_to_the_view(namespace: str) -> None:
     for _ in range(3):
         assert client.get("/things/1").status_code == 200
     assert t.renders == 3
+
+
+def test_each_request_counts_the_generation_and_the_response_lookups(namespace: str) -> None:
+    cache = ck.Cache.from_url("memory://", namespace=namespace)
+    client = Counting(cache).app.test_client()
+    client.get("/things/1")
+    st = cache.stats()
+    assert (st.hits, st.misses, st.loads) == (0, 2, 0)  # no generation yet, no response
+    client.get("/things/1")
+    st = cache.stats()
+    assert (st.hits, st.misses) == (2, 2)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -285,3 +287,28 @@ def test_traced_loads_are_spans(namespace: str) -> None:
     lam = exporter.get_finished_spans()[-1]
     assert lam.end_time is not None and lam.start_time is not None
     tracer_provider.shutdown()
+
+
+@pytest.mark.parametrize(
+    ("module", "needs", "extra"),
+    [
+        ("cachekit.contrib.otel", "opentelemetry", "otel"),
+        ("cachekit.contrib.fastapi", "starlette", "fastapi"),
+        ("cachekit.contrib.flask", "flask", "flask"),
+    ],
+)
+def test_missing_framework_names_the_extra(module: str, needs: str, extra: str) -> None:
+    code = (
+        "import sys\n"
+        f"import cachekit, cachekit.contrib\n"
+        f"assert {needs!r} not in sys.modules, 'imported by cachekit itself'\n"
+        f"sys.modules[{needs!r}] = None  # as if not installed\n"
+        "try:\n"
+        f"    import {module}\n"
+        "except cachekit.ConfigurationError as exc:\n"
+        "    print(exc)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-W", "error", "-c", code], capture_output=True, text=True, check=True
+    )
+    assert f"cachekit-py[{extra}]" in out.stdout
