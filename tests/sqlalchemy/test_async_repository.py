@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 import cachekit as ck
 from cachekit.aio import AsyncCache
 from cachekit.backends.aio.memory import AsyncMemoryBackend
-from cachekit.sqlalchemy import AsyncCachedRepository, CachedRepository
+from cachekit.sqlalchemy import AsyncCachedRepository, CachedRepository, track
 
 from .conftest import Base, Db, Doc, Pair, User, make_db
 
@@ -478,3 +478,75 @@ def test_replicas_serve_misses_and_writes_read_back_at_once(
     finally:
         for t in (primary, replica):
             t.db.engine.dispose()
+
+
+# ---------------------------------------------------------------- track() over an AsyncCache
+
+
+@pytest.mark.parametrize("policy", POLICIES, ids=repr)
+def test_track_applies_plain_async_session_writes_after_commit(
+    target: Target, caches: Caches, policy: ck.Policy
+) -> None:
+    async def main() -> None:
+        async with opened(target) as env:
+            acache = caches.aio()
+            users = AsyncCachedRepository(User, env.Session, acache, policy=policy)
+            tracker = track(env.Session, acache, models=[User], policy=policy)
+            key = users.binding.key((1,))
+            rows = users.binding.rows
+            sync_rows = caches.sync().child(rows.namespace)
+            try:
+                async with env.Session.begin() as s:
+                    s.add(User(id=1, name="a"))
+                # done when commit() returned: a blocking read, no chance for a late task
+                seen = sync_rows.get(key, MISSING)
+                assert seen == (
+                    {"id": 1, "name": "a", "active": True} if policy.stores_on_write else MISSING
+                )
+                assert (await rows.get(key, MISSING)) == (
+                    {"id": 1, "name": "a", "active": True} if policy.stores_on_write else MISSING
+                )
+                assert (await users.get(1)).name == "a"  # type: ignore[union-attr]
+                async with env.Session() as s:
+                    u = await s.get(User, 1)
+                    assert u is not None
+                    u.name = "b"
+                    await s.flush()
+                    assert (await users.get(1)).name == "a"  # type: ignore[union-attr]
+                    await s.rollback()  # nothing reaches the cache
+                assert (await rows.get(key))["name"] == "a"
+                async with env.Session.begin() as s:
+                    u = await s.get(User, 1)
+                    assert u is not None
+                    u.name = "c"
+                before = env.count()
+                assert (await users.get(1)).name == "c"  # type: ignore[union-attr]
+                assert env.count() == before + (0 if policy.stores_on_write else 1)
+                async with env.Session.begin() as s:  # a bulk UPDATE by primary key
+                    await s.execute(sa.update(User).where(User.id == 1).values(name="d"))
+                assert (await rows.get(key, MISSING)) is MISSING
+                assert (await users.get(1)).name == "d"  # type: ignore[union-attr]
+                async with env.Session.begin() as s:
+                    await s.delete(await s.get(User, 1))
+                assert await users.get(1) is None
+                # another factory over the same engine is not tracked
+                other = async_sessionmaker(env.engine)
+                async with other.begin() as s:
+                    s.add(User(id=2, name="untracked"))
+                assert (await rows.get(users.binding.key((2,)), MISSING)) is MISSING
+            finally:
+                tracker.remove()
+                await acache.aclose()
+                sync_rows.close()
+
+    run(main())
+
+
+def test_track_over_an_async_cache_refuses_a_sync_sessionmaker(target: Target) -> None:
+    async def main() -> None:
+        acache = AsyncCache(AsyncMemoryBackend(), namespace="asa-" + uuid.uuid4().hex[:8])
+        with pytest.raises(ck.ConfigurationError, match="async_sessionmaker"):
+            track(target.db.Session, acache, models=[User])
+        await acache.aclose()
+
+    run(main())

@@ -40,6 +40,7 @@ from .identity import IdentityConverter
 __all__ = [
     "DELETED",
     "AsyncModelBinding",
+    "BindingBase",
     "ModelBinding",
     "Op",
     "Steps",
@@ -80,7 +81,7 @@ UNLOCK: Any = object()
 Steps = Generator[Any, Any, None]
 
 
-class _BindingBase(Generic[M]):
+class BindingBase(Generic[M]):
     """What both bindings share: keys, identities, the write-overlap table, post-commit steps."""
 
     rows: Any  # the model's row cache (a Cache or an AsyncCache)
@@ -263,7 +264,7 @@ class _BindingBase(Generic[M]):
         return isinstance(cached, int) and cached >= version
 
 
-class ModelBinding(_BindingBase[M]):
+class ModelBinding(BindingBase[M]):
     """Keys, namespaces and post-commit cache writes of one model in one ``Cache``."""
 
     rows: Cache
@@ -285,7 +286,7 @@ class ModelBinding(_BindingBase[M]):
         run_steps(steps, self._local_lock)
 
 
-class AsyncModelBinding(_BindingBase[M]):
+class AsyncModelBinding(BindingBase[M]):
     """Keys, namespaces and post-commit cache writes of one model in one ``AsyncCache``."""
 
     rows: AsyncCache

@@ -11,6 +11,11 @@ literal values) or a list of parameter sets carrying the primary key
 invalidates those keys; any other ``WHERE`` clears the model's row
 namespace. Core statements on a ``Connection`` and textual SQL are invisible:
 only the TTL bounds their staleness.
+
+Over an ``AsyncCache`` the hooks are the same (``AsyncTracker``), on the sync
+``Session`` that an ``AsyncSession`` drives: the commit hook awaits the cache
+update from inside SQLAlchemy's greenlet bridge, so ``await session.commit()``
+returns once the cache is updated, as a blocking commit does.
 """
 
 from __future__ import annotations
@@ -24,14 +29,24 @@ from sqlalchemy.orm import Mapper, ORMExecuteState, Session, SessionTransaction
 from sqlalchemy.orm.attributes import instance_state
 from sqlalchemy.sql import operators
 from sqlalchemy.sql.elements import BinaryExpression, BindParameter, ColumnElement
+from sqlalchemy.util import await_only
 
+from .._async.cache import AsyncCache
 from ..cache import Cache
-from ..errors import InvalidKeyError
+from ..errors import ConfigurationError, InvalidKeyError
 from ..policies import Policy, TTLLike
-from .binding import DELETED, INVALIDATE, ModelBinding, binding_for, resolve_policy
+from .binding import (
+    DELETED,
+    INVALIDATE,
+    AsyncModelBinding,
+    BindingBase,
+    async_binding_for,
+    binding_for,
+    resolve_policy,
+)
 from .repository import REPOSITORY_SESSION
 
-__all__ = ["Tracker", "track"]
+__all__ = ["AsyncTracker", "Tracker", "track"]
 
 _PENDING = "cachekit.pending"
 
@@ -41,7 +56,7 @@ class _Pending:
     """Changes recorded in one transaction (or savepoint), not yet committed."""
 
     transaction: SessionTransaction
-    binding: ModelBinding[Any]
+    binding: BindingBase[Any]
     ops: dict[str, Any] = field(default_factory=dict)
     clear: bool = False
 
@@ -52,7 +67,7 @@ class Tracker:
     def __init__(
         self,
         target: Any,
-        cache: Cache,
+        cache: Any,
         models: Iterable[type[Any]],
         policy: Policy | None,
         ttl: TTLLike,
@@ -60,9 +75,9 @@ class Tracker:
         self.target = target
         self.cache = cache
         self.policy, self.ttl = resolve_policy(cache, policy, ttl)
-        self._bindings: dict[Mapper[Any], ModelBinding[Any]] = {}
+        self._bindings: dict[Mapper[Any], BindingBase[Any]] = {}
         for model in models:
-            b = binding_for(cache, model)
+            b = self._bind(cache, model)
             self._bindings[b.mapper] = b
         self._events = (
             ("after_flush", self._after_flush),
@@ -79,9 +94,16 @@ class Tracker:
         for name, fn in self._events:
             event.remove(self.target, name, fn)
 
+    def _bind(self, cache: Any, model: type[Any]) -> BindingBase[Any]:
+        return binding_for(cache, model)
+
+    def _apply(self, binding: Any, ops: dict[str, Any], clear: bool) -> None:
+        """Apply a committed transaction's changes of one model to the cache."""
+        binding.apply(ops, store=self.policy.stores_on_write, ttl=self.ttl, clear=clear)
+
     # ------------------------------------------------------------ recording
 
-    def _binding(self, mapper: Mapper[Any] | None) -> ModelBinding[Any] | None:
+    def _binding(self, mapper: Mapper[Any] | None) -> BindingBase[Any] | None:
         if mapper is None:
             return None
         for m in mapper.iterate_to_root():
@@ -90,7 +112,7 @@ class Tracker:
                 return b
         return None
 
-    def _pending(self, session: Session, binding: ModelBinding[Any]) -> _Pending:
+    def _pending(self, session: Session, binding: BindingBase[Any]) -> _Pending:
         txn = session.get_nested_transaction() or session.get_transaction()
         if txn is None:
             # a bulk statement before anything else: begin now what execute() would autobegin
@@ -136,7 +158,7 @@ class Tracker:
         for key in keys:
             self._record(orm_state.session, binding, key, INVALIDATE)
 
-    def _record(self, session: Session, binding: ModelBinding[Any], key: str, value: Any) -> None:
+    def _record(self, session: Session, binding: BindingBase[Any], key: str, value: Any) -> None:
         """Record ``key``'s new state in the current transaction or savepoint.
 
         A key is begun once per session, however many savepoints flushed it, and
@@ -168,9 +190,7 @@ class Tracker:
         failure: BaseException | None = None
         for m in merged.values():  # each apply ends its keys' writes, even when it fails
             try:
-                m.binding.apply(
-                    m.ops, store=self.policy.stores_on_write, ttl=self.ttl, clear=m.clear
-                )
+                self._apply(m.binding, m.ops, m.clear)
             except Exception as exc:
                 failure = failure or exc
         if failure is not None:
@@ -199,7 +219,7 @@ class Tracker:
         still: dict[int, set[str]] = {}
         for p in kept:
             still.setdefault(id(p.binding), set()).update(p.ops)
-        ended: dict[int, tuple[ModelBinding[Any], set[str]]] = {}
+        ended: dict[int, tuple[BindingBase[Any], set[str]]] = {}
         for p in gone:
             keys = ended.setdefault(id(p.binding), (p.binding, set()))[1]
             keys.update(k for k in p.ops if k not in still.get(id(p.binding), ()))
@@ -228,7 +248,7 @@ def _within(txn: SessionTransaction | None, ancestor: SessionTransaction) -> boo
     return False
 
 
-def _keys_of_bulk(binding: ModelBinding[Any], orm_state: ORMExecuteState) -> list[str] | None:
+def _keys_of_bulk(binding: BindingBase[Any], orm_state: ORMExecuteState) -> list[str] | None:
     """Return the keys a bulk UPDATE/DELETE touches, or ``None`` when they cannot be known."""
     pk_names = [binding.mapper.get_property_by_column(c).key for c in binding.pk_columns]
     params = orm_state.parameters
@@ -244,7 +264,7 @@ def _keys_of_bulk(binding: ModelBinding[Any], orm_state: ORMExecuteState) -> lis
     return _pk_literals(where, binding.pk_columns[0], binding)
 
 
-def _pk_literals(where: Any, column: Any, binding: ModelBinding[Any]) -> list[str] | None:
+def _pk_literals(where: Any, column: Any, binding: BindingBase[Any]) -> list[str] | None:
     """Keys for ``pk == literal`` or ``pk IN (literals)``; ``None`` for any other clause."""
     if not isinstance(where, BinaryExpression) or not isinstance(where.right, BindParameter):
         return None
@@ -262,9 +282,40 @@ def _pk_literals(where: Any, column: Any, binding: ModelBinding[Any]) -> list[st
     return None
 
 
+class AsyncTracker(Tracker):
+    """``Tracker`` over an ``AsyncCache``: the commit hook awaits the cache update."""
+
+    def _bind(self, cache: Any, model: type[Any]) -> AsyncModelBinding[Any]:
+        return async_binding_for(cache, model)
+
+    def _apply(self, binding: Any, ops: dict[str, Any], clear: bool) -> None:
+        # commit() runs in SQLAlchemy's greenlet (AsyncSession): wait for the cache there
+        await_only(binding.apply(ops, store=self.policy.stores_on_write, ttl=self.ttl, clear=clear))
+
+
+def _sync_target(target: Any) -> Any:
+    """The sync event target behind ``target`` (an async_sessionmaker or AsyncSession)."""
+    from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+    if isinstance(target, AsyncSession):
+        return target.sync_session
+    if isinstance(target, async_sessionmaker):
+        cls = target.kw.get("sync_session_class") or target.class_.sync_session_class
+        if cls is Session:
+            # its own Session subclass, so only this factory's sessions are tracked
+            cls = target.kw["sync_session_class"] = type("TrackedSession", (Session,), {})
+        return cls
+    if isinstance(target, type) and issubclass(target, Session):
+        return target  # the sync_session_class of the user's async_sessionmaker
+    raise ConfigurationError(
+        "track() over an AsyncCache takes an async_sessionmaker, an AsyncSession or the "
+        f"Session subclass an async_sessionmaker uses, not {target!r}"
+    )
+
+
 def track(
     target: Any,
-    cache: Cache,
+    cache: Cache | AsyncCache,
     models: Iterable[type[Any]],
     *,
     policy: Policy | None = None,
@@ -272,6 +323,10 @@ def track(
 ) -> Tracker:
     """Hook ``target`` (sessionmaker, Session class or session) to cache ``models``' writes.
 
-    ``policy`` defaults to the cache's; call ``.remove()`` on the result to stop.
+    With an ``AsyncCache``, ``target`` is an ``async_sessionmaker`` or an
+    ``AsyncSession``. ``policy`` defaults to the cache's; call ``.remove()`` on
+    the result to stop.
     """
+    if isinstance(cache, AsyncCache):
+        return AsyncTracker(_sync_target(target), cache, models, policy, ttl)
     return Tracker(target, cache, models, policy, ttl)
