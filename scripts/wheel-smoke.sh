@@ -44,6 +44,7 @@ smoke() {  # smoke <what> <file to install>
     "$venv/bin/python" -m pip install -q --disable-pip-version-check "$2" 2>&1 |
         grep -v "is neither a file nor a directory" || true
     (cd "$WORK" && "$venv/bin/python" -W error - <<'PYEOF'
+import asyncio
 import importlib.metadata
 import importlib.resources
 import sys
@@ -78,10 +79,7 @@ async def round_trip() -> object:
     return value
 
 
-if hasattr(ck, "AsyncCache"):
-    import asyncio
-
-    assert asyncio.run(round_trip()) == 1
+assert asyncio.run(round_trip()) == 1
 print(f"wheel-smoke: cachekit {ck.__version__} OK")
 PYEOF
     )
