@@ -366,3 +366,41 @@ def test_each_request_counts_the_generation_and_the_response_lookups(namespace: 
         assert (st.hits, st.misses) == (2, 2)
 
     run(t.app, body)
+
+
+# ---------------------------------------------------------------- the shared HTTP rules
+
+
+def test_http_rules() -> None:
+    from cachekit.contrib import _http
+
+    d = _http.request_directives('max-age="7", No-Cache', None)
+    assert (d.max_age, d.no_cache, d.no_store) == (7, True, False)
+    assert _http.request_directives("max-age=abc", None).max_age == 0  # malformed: stale
+    assert _http.request_directives(None, "no-cache").no_cache
+    assert not _http.request_directives("max-age=5", "no-cache").no_cache  # Cache-Control wins
+    assert _http.response_ttl("public, max-age=60, s-maxage=30", 9) == (True, 30.0)
+    assert _http.response_ttl("max-age=60", 9) == (True, 60.0)
+    assert _http.response_ttl(None, 9) == (True, 9)
+    assert _http.response_ttl("PRIVATE", 9) == (False, None)
+    assert _http.etag_matches('W/"a", "b"', '"a"')
+    assert _http.etag_matches('"b"', 'W/"b"')
+    assert not _http.etag_matches('"a"', '"b"')
+    assert not _http.etag_matches(None, '"b"')
+    assert _http.variant_digest("a=1&b=2", []) == _http.variant_digest("b=2&a=1", [])
+    assert _http.variant_digest("a=1", []) != _http.variant_digest("a=1", [("x", ["1"])])
+    assert _http.variant_digest("", [("X", ["1"])]) == _http.variant_digest("", [("x", ["1"])])
+    assert not _http.replayable([("Vary", "*")], ())
+    assert not _http.replayable([("Vary", "Cookie")], ("accept",))
+    assert _http.replayable([("Vary", "Accept, Cookie")], ("accept", "cookie"))
+    assert _http.generation_id(None) is None
+    token = _http.new_generation()
+    assert _http.generation_id(token) != _http.generation_id(_http.new_generation())
+    assert _http.generation_id({"b": 1, "a": 2}) == _http.generation_id({"a": 2, "b": 1})
+    assert _http.generation_id({"a": 1}) != _http.generation_id({"a": 2})
+    assert _http.read_entry({"v": 99}) is None
+    assert _http.read_entry({"v": 1, "t": "x"}) is None
+    entry = _http.make_entry(stored_at=5.0, etag='"e"', headers=[("a", "b")], body=b"\x00\xff")
+    back = _http.read_entry(entry)
+    assert back is not None and back.body == b"\x00\xff" and back.headers == [("a", "b")]
+    assert back.age(4.0) == 0.0 and back.age(7.5) == 2.5
