@@ -129,6 +129,8 @@ class _Shared:
     def __init__(
         self, location: str, namespace: str, serializer: Serializer, options: dict[str, Any]
     ) -> None:
+        # the option objects stay alive with this entry: the registry names them by id()
+        self.options = dict(options)
         cache_opts = {k: options.pop(k) for k in CACHE_OPTIONS if k in options}
         common: dict[str, Any] = {
             "namespace": namespace,
