@@ -550,3 +550,36 @@ def test_track_over_an_async_cache_refuses_a_sync_sessionmaker(target: Target) -
         await acache.aclose()
 
     run(main())
+
+
+# ---------------------------------------------------------------- metrics
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=ck.ConfigurationError,
+    reason="cachekit.metrics._counted must accept RepositoryBase (lead's one-line change)",
+)
+def test_register_prometheus_exports_an_async_repository(target: Target, caches: Caches) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from cachekit.metrics import register_prometheus, unregister_prometheus
+    from tests.test_metrics import scrape, value
+
+    with target.db.Session.begin() as s:
+        s.add_all([User(id=i, name=f"u{i}") for i in range(1, 4)])
+
+    async def main() -> None:
+        async with repository(target, caches, policy=ck.WriteThrough()) as (users, _):
+            registry = CollectorRegistry()
+            register_prometheus(users, registry)
+            for pk in (1, 2, 1, 1, 99):  # 3 misses (1, 2, 99), 2 hits
+                await users.get(pk)
+            samples = scrape(registry)
+            label = users.binding.rows.namespace
+            backend = f"async-{caches.kind}"  # how the async drivers name themselves
+            assert value(samples, "cachekit_hits_total", cache=label, backend=backend) == 2
+            assert value(samples, "cachekit_misses_total", cache=label, backend=backend) == 3
+            assert unregister_prometheus(users, registry) is True
+
+    run(main())
