@@ -121,17 +121,21 @@ class CachekitMemcachedDjangoTests(BaseCacheTests, TestCase):
 
 # ---------------------------------------------------------------- beyond Django's suite
 
-KINDS = ("memory", "redis", "memcached")
+#: Backend kind -> the conftest fixture giving its URL (Django's suite runs on the first three).
+KINDS = {
+    "memory": None,
+    "redis": "redis_url",
+    "memcached": "memcached_url",
+    "redis-cluster": "redis_cluster_url",
+    "memcached-pool": "memcached_pool_url",
+}
 
 
-@pytest.fixture(params=KINDS)
+@pytest.fixture(params=list(KINDS))
 def location(request: pytest.FixtureRequest) -> str:
     """A cachekit URL per backend kind (the servers are required, never skipped)."""
-    if request.param == "redis":
-        return str(request.getfixturevalue("redis_url"))
-    if request.param == "memcached":
-        return str(request.getfixturevalue("memcached_url"))
-    return "memory://"
+    fixture = KINDS[request.param]
+    return "memory://" if fixture is None else str(request.getfixturevalue(fixture))
 
 
 def make(location: str, namespace: str, **options: Any) -> CachekitCache:
@@ -381,3 +385,22 @@ def test_through_djangos_cache_handler(location: str, namespace: str) -> None:
         assert caches["default"].get("k") == "v"
         caches["default"].close()  # Django closes caches after each request: still usable
         assert caches["default"].get("k") == "v"
+
+
+def test_an_entry_past_its_expiry_is_absent_even_if_the_server_keeps_it(
+    location: str, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import types
+
+    import cachekit.contrib.django as module
+
+    cache = make(location, namespace)
+    cache.set("k", 1, timeout=5)
+    later = types.SimpleNamespace(time=lambda: time.time() + 6, sleep=time.sleep)
+    monkeypatch.setattr(module, "time", later)  # the reader's clock: 6 s later
+    assert cache.cachekit.get(cache.make_key("k")) is not None  # the server still has it
+    assert cache.get("k") is None
+    assert cache.has_key("k") is False
+    assert cache.touch("k") is False
+    with pytest.raises(ValueError):
+        cache.incr("k")
