@@ -14,10 +14,12 @@ import pickle
 import sys
 import threading
 import time
+import types
 import unittest
 import uuid
 from collections.abc import Iterator
 from typing import Any
+from unittest import mock
 
 import pytest
 
@@ -70,19 +72,71 @@ NOT_APPLICABLE = {
 }
 
 
-def django_caches(location: str, kind: str) -> dict[str, Any]:
+ASYNC_DRIVEN = "cachekit_async_driven.AsyncDrivenCachekitCache"
+
+
+class FakeWallClock:
+    """Wall-clock time that only moves when the suite sleeps (memory:// runs without waiting)."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def time(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+#: One clock for the memory store's expiry, the entries' expiry and the suite's time.sleep.
+CLOCK = FakeWallClock()
+
+
+def django_caches(
+    location: str, kind: str, backend: str = BACKEND, **options: Any
+) -> dict[str, Any]:
     """Django's test CACHES (default, prefix, v2, custom_key...) over one cachekit store."""
     return caches_setting_for_tests(
-        BACKEND=BACKEND,
+        BACKEND=backend,
         LOCATION=location,
-        OPTIONS={"namespace": f"dj-{kind}-{RUN}"},
+        OPTIONS={"namespace": f"dj-{kind}-{RUN}", **options},
         exclude={"cull", "zero_cull"},
     )
 
 
+class FakeTime:
+    """Mixin: the suite's ``time.sleep`` moves ``CLOCK`` instead of waiting."""
+
+    def setUp(self) -> None:
+        import cache.tests as suite
+
+        import cachekit.contrib.django as backend
+
+        fake = types.SimpleNamespace(time=CLOCK.time, sleep=CLOCK.sleep)
+        for module in (suite, backend):
+            patcher = mock.patch.object(module, "time", fake)
+            patcher.start()
+            self.addCleanup(patcher.stop)  # type: ignore[attr-defined]
+        super().setUp()  # type: ignore[misc]
+
+
+#: Django tests that do not apply to the ``a*`` methods (run inside an event loop), and why.
+NOT_APPLICABLE_ASYNC = {
+    **NOT_APPLICABLE,
+    "test_cache_write_for_model_instance_with_deferred": "pickling an unevaluated QuerySet runs "
+    "its query, which Django forbids inside an event loop (SynchronousOnlyOperation)",
+    "test_cache_read_for_model_instance_with_deferred": "as "
+    "test_cache_write_for_model_instance_with_deferred",
+}
+
+
 def not_applicable(cls: type) -> type:
     """Skip, by name and with the reason, the Django tests that do not apply."""
-    for name, reason in NOT_APPLICABLE.items():
+    skips = NOT_APPLICABLE_ASYNC if "Async" in cls.__name__ else NOT_APPLICABLE
+    for name, reason in skips.items():
 
         def skipped(self: Any, reason: str = reason) -> None:
             raise unittest.SkipTest(reason)
@@ -98,9 +152,15 @@ def _close_connections() -> Iterator[None]:
 
 
 @not_applicable
-@override_settings(CACHES=django_caches("memory://", "memory"))
-class CachekitMemoryDjangoTests(BaseCacheTests, TestCase):
-    """Django's cache suite on ``memory://``."""
+@override_settings(CACHES=django_caches("memory://", "memory", timer=CLOCK))
+class CachekitMemoryDjangoTests(FakeTime, BaseCacheTests, TestCase):
+    """Django's cache suite on ``memory://`` (its sleeps move a fake clock)."""
+
+
+@not_applicable
+@override_settings(CACHES=django_caches("memory://", "memory-async", ASYNC_DRIVEN, timer=CLOCK))
+class CachekitMemoryAsyncDjangoTests(FakeTime, BaseCacheTests, TestCase):
+    """Django's cache suite on ``memory://`` through the ``a*`` methods."""
 
 
 @not_applicable
@@ -109,6 +169,14 @@ class CachekitMemoryDjangoTests(BaseCacheTests, TestCase):
 @override_settings(CACHES=django_caches(REDIS_URL, "redis"))
 class CachekitRedisDjangoTests(BaseCacheTests, TestCase):
     """Django's cache suite on Redis."""
+
+
+@not_applicable
+@pytest.mark.redis
+@pytest.mark.usefixtures("redis_url")
+@override_settings(CACHES=django_caches(REDIS_URL, "redis-async", ASYNC_DRIVEN))
+class CachekitRedisAsyncDjangoTests(BaseCacheTests, TestCase):
+    """Django's cache suite on Redis through the ``a*`` methods (a fresh event loop per call)."""
 
 
 @not_applicable
