@@ -435,8 +435,11 @@ def test_timeouts(location: str, namespace: str) -> None:
     assert cache.cachekit.get(cache.make_key("forever"))[0] is None
     cache.set("neg", 1, timeout=-5)
     assert cache.has_key("neg") is False
-    assert cache.add("neg", 1, timeout=0) is True
+    assert cache.add("neg", 1, timeout=0) is True  # the key was free; nothing is stored
     assert cache.has_key("neg") is False
+    cache.set("taken", 1)
+    assert cache.add("taken", 2, timeout=0) is False
+    assert cache.get("taken") == 1
     default = CachekitCache(location, {"TIMEOUT": 77, "OPTIONS": {"namespace": namespace}})
     default.set("d", 1)
     left = default.cachekit.get(default.make_key("d"))[0] - time.time()
