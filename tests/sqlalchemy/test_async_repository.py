@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.util import await_only
 
 import cachekit as ck
 from cachekit.aio import AsyncCache
@@ -405,6 +406,85 @@ def test_a_write_cancelled_after_its_commit_still_updates_the_cache(
             assert got is not None and got.name == "b"
             with target.db.Session() as s:
                 assert s.get(User, 1).name == "b"  # type: ignore[union-attr]
+
+    run(main())
+
+
+# ---------------------------------------------------------------- races
+
+
+@pytest.mark.parametrize("policy", POLICIES, ids=repr)
+def test_a_load_that_overlapped_a_write_never_stores_the_older_row(
+    target: Target, caches: Caches, policy: ck.Policy
+) -> None:
+    """A cold read pauses after its SELECT; a write commits meanwhile; the read must not land."""
+    with target.db.Session.begin() as s:
+        s.add(User(id=1, name="old"))
+
+    async def main() -> None:
+        async with repository(target, caches, policy=policy) as (users, env):
+            paused, resume = asyncio.Event(), asyncio.Event()
+            armed = [True]
+
+            @sa.event.listens_for(env.engine.sync_engine, "after_cursor_execute")
+            def _pause(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+                if armed[0] and statement.lstrip().upper().startswith("SELECT"):
+                    armed[0] = False
+                    paused.set()
+                    await_only(resume.wait())  # inside SQLAlchemy's greenlet: suspends the task
+
+            reader = asyncio.create_task(users.get(1))
+            await asyncio.wait_for(paused.wait(), 10)  # the reader holds the old row
+            assert await users.update(1, name="new") is not None
+            resume.set()
+            old = await reader
+            assert old is not None and old.name == "old"  # what it read is what it returns
+            cached = await users.binding.rows.get(users.binding.key((1,)), MISSING)
+            assert cached is MISSING or cached["name"] == "new", cached
+            got = await users.get(1)
+            assert got is not None and got.name == "new"
+
+    run(main())
+
+
+def test_a_slow_cache_update_never_lands_over_a_newer_overlapping_write(
+    target: Target, caches: Caches
+) -> None:
+    """Task A commits then stalls before its cache update; task B commits and updates the cache.
+
+    Without a version column their order is only known in-process by overlap: A must
+    not store its (older) row over B's once it resumes.
+    """
+    with target.db.Session.begin() as s:
+        s.add(User(id=1, name="seed"))
+
+    async def main() -> None:
+        async with repository(target, caches, policy=ck.WriteThrough()) as (users, _):
+            binding = users.binding
+            stalled, resume = asyncio.Event(), asyncio.Event()
+            real_apply = binding._apply
+            first = [True]
+
+            async def apply(*args: Any, **kwargs: Any) -> None:
+                if first[0]:
+                    first[0] = False
+                    stalled.set()
+                    await resume.wait()
+                await real_apply(*args, **kwargs)
+
+            binding._apply = apply  # type: ignore[method-assign]
+            a = asyncio.create_task(users.update(1, name="A"))
+            await asyncio.wait_for(stalled.wait(), 10)
+            await users.update(1, name="B")  # commits after A: the database holds B
+            resume.set()
+            await a
+            del binding._apply
+            with target.db.Session() as s:
+                assert s.get(User, 1).name == "B"  # type: ignore[union-attr]
+            cached = await binding.rows.get(binding.key((1,)), MISSING)
+            assert cached is MISSING or cached["name"] == "B", cached
+            got = await users.get(1)
+            assert got is not None and got.name == "B"
 
     run(main())
 
