@@ -489,6 +489,43 @@ def test_a_slow_cache_update_never_lands_over_a_newer_overlapping_write(
     run(main())
 
 
+def test_a_write_cancelled_during_its_commit_drops_the_entry(
+    target: Target, caches: Caches
+) -> None:
+    """The commit reached the database, then the task was cancelled: no stale entry stays."""
+
+    async def main() -> None:
+        async with repository(target, caches, policy=ck.WriteThrough()) as (users, env):
+            await users.add(User(id=1, name="a"))
+            entered = asyncio.Event()
+
+            def factory() -> Any:
+                session = env.Session()
+                real_commit = session.commit
+
+                async def commit() -> None:
+                    await real_commit()  # committed ...
+                    entered.set()
+                    await asyncio.sleep(3600)  # ... but commit() has not returned yet
+
+                session.commit = commit  # type: ignore[method-assign]
+                return session
+
+            users._writer = factory
+            task = asyncio.create_task(users.update(1, name="b"))
+            await asyncio.wait_for(entered.wait(), 10)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            users._writer = env.Session
+            cached = await users.binding.rows.get(users.binding.key((1,)), MISSING)
+            assert cached is MISSING, cached  # not the old "a"
+            got = await users.get(1)
+            assert got is not None and got.name == "b"
+
+    run(main())
+
+
 # ---------------------------------------------------------------- interop
 
 
