@@ -265,3 +265,21 @@ def test_async_reloads_are_tasks_cancelled_on_aclose(clock: FakeClock) -> None:
         assert not c._background._tasks  # cancelled and awaited, not left running
 
     asyncio.run(main())
+
+
+def test_prometheus_exports_the_freshness_counters(clock: FakeClock) -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from cachekit.metrics import register_prometheus
+
+    cache = _memory(clock, ck.TTL(10, stale_while_revalidate=5))
+    registry = CollectorRegistry()
+    register_prometheus(cache, registry)
+    cache.get_or_load("k", lambda: 1)
+    clock.advance(11)
+    cache.get_or_load("k", lambda: 2)
+    _settle(cache, "refreshes_completed", 1)
+    text = generate_latest(registry).decode()
+    ns = cache.namespace
+    assert f'cachekit_stale_revalidated_total{{backend="memory",cache="{ns}"}} 1.0' in text
+    assert f'cachekit_refreshes_total{{backend="memory",cache="{ns}",outcome="completed"}} 1.0' in text

@@ -108,6 +108,17 @@ _FAMILIES: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "cachekit_errors": ("counter", "Backend and codec failures, by operation.", ("operation",)),
     "cachekit_stale_served": ("counter", "Stale values served because the backend failed.", ()),
     "cachekit_coalesced": ("counter", "Callers that waited for another caller's load.", ()),
+    "cachekit_stale_revalidated": (
+        "counter",
+        "Hits past expiry answered with the old value while it reloads (stale-while-revalidate).",
+        (),
+    ),
+    "cachekit_refreshes": (
+        "counter",
+        "Background reloads (early refresh, stale-while-revalidate) by outcome; "
+        "skipped = the background queue was full.",
+        ("outcome",),
+    ),
     "cachekit_circuit_open": ("gauge", "1 while the circuit breaker skips the backend.", ()),
 }
 _DURATION = "cachekit_load_duration_seconds"
@@ -178,6 +189,11 @@ def _samples(cache: Cache) -> Iterator[tuple[str, tuple[str, ...], float]]:
         yield "cachekit_errors", (operation,), count
     yield "cachekit_stale_served", (), st.stale_served
     yield "cachekit_coalesced", (), st.coalesced
+    yield "cachekit_stale_revalidated", (), st.stale_revalidated
+    yield "cachekit_refreshes", ("started",), st.refreshes_started
+    yield "cachekit_refreshes", ("completed",), st.refreshes_completed
+    yield "cachekit_refreshes", ("failed",), st.refreshes_failed
+    yield "cachekit_refreshes", ("skipped",), st.refreshes_skipped
     yield "cachekit_circuit_open", (), 1.0 if st.circuit_open else 0.0
 
 

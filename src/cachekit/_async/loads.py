@@ -435,7 +435,11 @@ class AsyncLoads(AsyncWrites):
         now = self._wall()
         if now >= entry.expires:
             self._c_revalidated.incr()  # past expiry, inside the stale-while-revalidate window
-        if due(entry, now) and full not in self._reloading:
+        if (
+            due(entry, now)
+            and full not in self._reloading
+            and entry.expires > self._reloaded.get(full, float("-inf"))
+        ):
             await self._start_reload(full, entry, loader, ttl, cache_if)
         return entry.value
 
@@ -458,6 +462,7 @@ class AsyncLoads(AsyncWrites):
                 self._backend_error("lease", exc, raise_strict=False)
                 return
         self._reloading.add(full)
+        self._reloaded[full] = entry.expires
 
         async def reload() -> None:
             failure: Exception | None = None
@@ -467,6 +472,8 @@ class AsyncLoads(AsyncWrites):
                 failure = exc
             finally:
                 self._reloading.discard(full)  # before counting: a counted reload is over
+                if failure is not None:
+                    self._reloaded.pop(full, None)  # a later hit may try again
             if failure is None:
                 self._c_refresh_done.incr()
                 return

@@ -433,7 +433,11 @@ class Loads(Writes):
         now = self._wall()
         if now >= entry.expires:
             self._c_revalidated.incr()  # past expiry, inside the stale-while-revalidate window
-        if due(entry, now) and full not in self._reloading:
+        if (
+            due(entry, now)
+            and full not in self._reloading
+            and entry.expires > self._reloaded.get(full, float("-inf"))
+        ):
             self._start_reload(full, entry, loader, ttl, cache_if)
         return entry.value
 
@@ -456,6 +460,7 @@ class Loads(Writes):
                 self._backend_error("lease", exc, raise_strict=False)
                 return
         self._reloading.add(full)
+        self._reloaded[full] = entry.expires
 
         def reload() -> None:
             failure: Exception | None = None
@@ -465,6 +470,8 @@ class Loads(Writes):
                 failure = exc
             finally:
                 self._reloading.discard(full)  # before counting: a counted reload is over
+                if failure is not None:
+                    self._reloaded.pop(full, None)  # a later hit may try again
             if failure is None:
                 self._c_refresh_done.incr()
                 return

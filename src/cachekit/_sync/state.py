@@ -13,6 +13,8 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
+from cachetools import LRUCache
+
 from ..backends.base import Backend
 from ..core.cells import namespace_for
 from ..core.logs import Logs, trace_log
@@ -137,6 +139,9 @@ class State:
         self._wall = time.time if timer is time.monotonic else timer
         self._background = Background()
         self._reloading: set[str] = set()
+        # per key, the expiry of the newest entry a reload was started for: readers still
+        # holding that entry (or an older one) must not start another
+        self._reloaded: LRUCache[str, float] = LRUCache(4096)
         self._incident = False
         self._replay_after = 0.0
 
