@@ -7,7 +7,7 @@ cache``) and re-exports the names other modules use.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._sync.cache import Cache as _Cache
 from ._sync.guard import (
@@ -39,12 +39,14 @@ class Cache(_Cache):
     backend failures raise ``BackendUnavailableError`` instead.
     """
 
-    def __init__(self, backend: Backend, **options: Any) -> None:
-        super().__init__(backend, **options)
-        if self._remote:
-            # Read the namespace version now (one timeout here if the server is down),
-            # so the first call does not pay it on top of its own.
-            self._full("")
+    if not TYPE_CHECKING:  # type checkers see the generated constructor's full signature
+
+        def __init__(self, backend: Backend, **options: Any) -> None:
+            super().__init__(backend, **options)
+            if self._remote:
+                # Read the namespace version now (one timeout here if the server is down),
+                # so the first call does not pay it on top of its own.
+                self._full("")
 
     def __contains__(self, key: str) -> bool:
         return self.contains(key)

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from ..backends.base import MISSING
 from ..core.cells import Flight
-from ..core.fresh import Fresh, due
+from ..core.fresh import Fresh, due, from_stored
 from ..core.leases import RELEASED, is_lease, new_lease
 from ..errors import (
     CacheError,
@@ -149,9 +149,12 @@ class Loads(Writes):
                 return None, True, MISSING
             if current is MISSING:
                 return None, False, MISSING  # gone again since the add: load, store nothing
-            found = self._decode(full, current)
+            try:  # not _decode: the lookup that missed has already counted a bad entry
+                found = current if self._loads is None else from_stored(self._loads(full, current))
+            except Exception:
+                found = MISSING
             if found is not MISSING:
-                return None, False, found
+                return None, False, found.value if type(found) is Fresh else found
             # A corrupt entry (not a lease, not decodable): take its place, or the key
             # would never be cached again until it expired.
             if isinstance(current, bytes) and backend.compare_and_set(
