@@ -85,7 +85,7 @@ def _counted(target: Exported) -> Cache:
         return target  # type: ignore[return-value]  # the same counters and attributes
     # a repository exists only if its module was imported: no SQLAlchemy import here
     repository = sys.modules.get("cachekit.sqlalchemy.repository")
-    if repository is not None and isinstance(target, repository.CachedRepository):
+    if repository is not None and isinstance(target, repository.RepositoryBase):  # sync or async
         rows: Cache = target.binding.rows
         return rows
     raise ConfigurationError(
