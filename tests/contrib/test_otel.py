@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
@@ -15,11 +17,25 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 from prometheus_client import CollectorRegistry
+from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 import cachekit as ck
 from cachekit.contrib.otel import register_otel, traced, unregister_otel
 from cachekit.metrics import backend_label, register_prometheus
+from cachekit.sqlalchemy import AsyncCachedRepository, CachedRepository
 from tests.conftest import FakeClock
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Pet(Base):
+    __tablename__ = "otel_pets"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(20))
+
 
 Points = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -312,3 +328,39 @@ def test_missing_framework_names_the_extra(module: str, needs: str, extra: str) 
         [sys.executable, "-W", "error", "-c", code], capture_output=True, text=True, check=True
     )
     assert f"cachekit-py[{extra}]" in out.stdout
+
+
+def test_repositories_export_their_row_counters(tmp_path: Path, namespace: str) -> None:
+    url = f"sqlite:///{tmp_path / 'pets.sqlite'}"
+    engine = sa.create_engine(url)
+    Base.metadata.create_all(engine)
+    with sessionmaker(engine).begin() as session:
+        session.add(Pet(id=1, name="rex"))
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+
+    cache = ck.Cache.from_url("memory://", namespace=namespace)
+    pets = CachedRepository(Pet, sessionmaker(engine), cache)
+    register_otel(pets, provider)
+    pets.get(1)
+    pets.get(1)
+
+    async def main() -> None:
+        aengine = create_async_engine(url.replace("sqlite:", "sqlite+aiosqlite:"))
+        acache = ck.AsyncCache.from_url("memory://", namespace=namespace + "a")
+        apets = AsyncCachedRepository(Pet, async_sessionmaker(aengine), acache)
+        register_otel(apets, provider)
+        await apets.get(1)
+        await apets.get(2)
+        await aengine.dispose()
+
+    asyncio.run(main())
+    engine.dispose()
+    points = collect(reader)
+    rows = of(points, f"{namespace}/otel_pets")
+    assert (rows[("cachekit.hits", ())], rows[("cachekit.misses", ())]) == (1, 1)
+    assert rows[("cachekit.loads", ())] == pets.stats().loads == 1
+    arows = of(points, f"{namespace}a/otel_pets")
+    assert (arows[("cachekit.hits", ())], arows[("cachekit.misses", ())]) == (0, 2)
+    assert of(points, namespace) == {}  # the parent cache itself was not registered
+    provider.shutdown()

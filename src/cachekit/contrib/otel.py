@@ -22,7 +22,7 @@ import re
 import sys
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 from ..aio import AsyncCache
 from ..backends.base import Backend, SupportsEvictionCounts
@@ -39,11 +39,15 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
     ) from exc
 
 if TYPE_CHECKING:
+    from ..sqlalchemy.aio import AsyncCachedRepository
     from ..sqlalchemy.repository import CachedRepository
 
 __all__ = ["register_otel", "traced", "unregister_otel"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+#: What can be exported: a cache, or a repository (its own row counters).
+Exported: TypeAlias = "Cache | AsyncCache | CachedRepository[Any] | AsyncCachedRepository[Any]"
 
 _SCOPE = "cachekit"
 
@@ -96,12 +100,13 @@ def _backend_label(backend: Backend) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "-", name).lower()
 
 
-def _counted(target: Cache | AsyncCache | CachedRepository[Any]) -> Cache:
+def _counted(target: Exported) -> Cache:
     """The cache whose counters ``target`` exports: itself, or a repository's rows."""
     if isinstance(target, (Cache, AsyncCache)):
         return target  # type: ignore[return-value]  # the same counters and attributes
+    # a repository (sync or async) exists only if its module was imported: no SQLAlchemy here
     repository = sys.modules.get("cachekit.sqlalchemy.repository")
-    if repository is not None and isinstance(target, repository.CachedRepository):
+    if repository is not None and isinstance(target, repository.RepositoryBase):
         rows: Cache = target.binding.rows
         return rows
     raise ConfigurationError(
@@ -208,7 +213,7 @@ _EXPORTERS_LOCK = threading.Lock()
 
 
 def register_otel(
-    cache: Cache | AsyncCache | CachedRepository[Any],
+    cache: Exported,
     meter_provider: MeterProvider | None = None,
 ) -> None:
     """Export a cache's (or repository's) counters through ``meter_provider`` (default: global).
@@ -227,7 +232,7 @@ def register_otel(
 
 
 def unregister_otel(
-    cache: Cache | AsyncCache | CachedRepository[Any],
+    cache: Exported,
     meter_provider: MeterProvider | None = None,
 ) -> bool:
     """Stop exporting a cache or repository; return whether it was registered.
