@@ -4,8 +4,9 @@ Rows (each a ratio ``cachekit / raw``, lower is better; the target for the
 finished AsyncCache is <= 1.1x):
 
 - Redis ``get`` through ``AsyncRedisBackend`` vs ``redis.asyncio.Redis.get``,
-  with redis-py's default timeouts and with none at all (the floor: cachekit's
-  calls keep their deadline); ``get_many(100)`` vs ``mget``;
+  with redis-py's default timeouts, with none at all (the floor: cachekit's
+  calls keep their deadline), and with none but inside ``asyncio.timeout``
+  (the same deadline as cachekit's); ``get_many(100)`` vs ``mget``;
 - memcached ``get`` through ``AsyncMemcachedBackend`` vs ``aiomcache`` and
   ``emcache`` (whichever is installed), ``get_many(100)`` vs their multi-gets,
   and 50 concurrent ``get`` calls (``asyncio.gather``: the pools at work).
@@ -103,6 +104,12 @@ def concurrently(call: Call, width: int) -> Call:
 # ---------------------------------------------------------------- Redis
 
 
+async def deadline_get(client: Any, key: str) -> Any:
+    """The raw client's GET under the same whole-command deadline as cachekit's."""
+    async with asyncio.timeout(0.25):
+        return await client.get(key)
+
+
 async def redis_rows(url: str, rounds: int, n: int) -> list[Row]:
     """AsyncRedisBackend vs redis.asyncio on the same server."""
     import redis.asyncio as aredis
@@ -129,6 +136,13 @@ async def redis_rows(url: str, rounds: int, n: int) -> list[Row]:
                 "Redis get vs redis.asyncio without any timeout",
                 lambda: ours.get(key),
                 lambda: bare.get(key),
+                rounds,
+                n,
+            ),
+            await compare(
+                "Redis get vs redis.asyncio without timeouts, in asyncio.timeout",
+                lambda: ours.get(key),
+                lambda: deadline_get(bare, key),
                 rounds,
                 n,
             ),
