@@ -30,6 +30,7 @@ import struct
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -37,6 +38,7 @@ from urllib.parse import urlsplit
 
 from .backends import backend_from_url
 from .backends.base import MISSING, Backend, SupportsCompareAndSet
+from .bench_fresh import PLAIN, Freshness, FreshProbe, reloads_pending
 from .cache import Cache
 from .workload import (
     BYPASS,
@@ -316,13 +318,28 @@ class BenchConfig:
     seed: int = 42
     max_stale: float = 0.01
     repeats: int = 3
+    #: the freshness settings compared for every cached strategy and TTL (not "no expiry")
+    freshness: tuple[Freshness, ...] = (PLAIN,)
+    #: simulated clock: milliseconds a load takes on top of its real time; real: slept
+    load_ms: float = 0.0
+    #: how many of the hottest keys the freshness figures watch
+    hot_keys: int = 10
 
-    def combinations(self) -> list[tuple[str, float | None]]:
-        """Return the (strategy, TTL) pairs to run, in report order."""
-        out: list[tuple[str, float | None]] = []
+    def combinations(self) -> list[tuple[str, float | None, Freshness]]:
+        """Return the (strategy, TTL, freshness) triples to run, in report order."""
+        out: list[tuple[str, float | None, Freshness]] = []
         for s in self.strategies:
-            out += [(s, None)] if s == "none" else [(s, t) for t in self.ttls]
+            if s == "none":
+                out.append((s, None, PLAIN))
+                continue
+            for t in self.ttls:
+                out += [(s, t, f) for f in (self.freshness if t is not None else (PLAIN,))]
         return out
+
+    @property
+    def compares_freshness(self) -> bool:
+        """Whether any freshness setting other than a plain TTL is run."""
+        return any(f.on for f in self.freshness)
 
     def check(self) -> None:
         """Raise ``ValueError`` for a configuration that cannot run."""
@@ -345,6 +362,12 @@ class BenchConfig:
             raise ValueError("max_stale must be between 0 and 1")
         if self.repeats < 1:
             raise ValueError("repeats must be >= 1")
+        if not self.freshness:
+            raise ValueError("give at least one freshness setting")
+        if not (0 <= self.load_ms < math.inf):
+            raise ValueError("load_ms must be >= 0")
+        if self.hot_keys < 1:
+            raise ValueError("hot_keys must be >= 1")
 
     @property
     def fixed_ops(self) -> int | None:
@@ -369,6 +392,37 @@ class BenchResult(ScenarioResult):
     threads: int = 1
     clock: str = "real"
     timed_s: float | None = None  # a real-clock run's --duration (its wall time runs over)
+    # freshness (see cachekit.bench_fresh): the setting, and what the hottest keys saw
+    early_refresh: float = 0.0
+    stale_while_revalidate: float = 0.0
+    hot_keys: int = 0
+    hot_reads: int = 0
+    hot_loads: int = 0
+    background_loads: int = 0
+    hot_waits: int = 0  # hot-key reads that waited for a load, after each key's first
+    loads_per_key_per_ttl: float | None = None
+    hot_near_expiry_reads: int = 0
+    hot_p99_near_expiry_us: float | None = None
+    expiries: int = 0  # expiries of hot-key entries within the run
+    refreshes_started: int = 0
+    stale_revalidated: int = 0
+
+    @property
+    def freshness(self) -> Freshness:
+        """The run's freshness setting."""
+        return Freshness(self.early_refresh, self.stale_while_revalidate)
+
+    @property
+    def label(self) -> str:
+        """``none``, ``strategy ttl=60s`` or ``strategy ttl=60s early=1``."""
+        base = super().label
+        fresh = self.freshness
+        return f"{base} {fresh.label}" if fresh.on else base
+
+    @property
+    def hot_waits_per_expiry(self) -> float | None:
+        """Hot-key reads that waited for a load, per hot-key expiry (None: nothing expired)."""
+        return self.hot_waits / self.expiries if self.expiries else None
 
     @property
     def ops(self) -> int:
@@ -418,8 +472,11 @@ class BenchResult(ScenarioResult):
             "db_reads_per_1k",
             "stale_per_1k",
             "window_s",
+            "freshness",
+            "hot_waits_per_expiry",
         ):
             out[name] = getattr(self, name)
+        out["freshness"] = self.freshness.label
         return out
 
 
@@ -467,25 +524,32 @@ def run_combination(
     config: BenchConfig,
     strategy: str,
     ttl: float | None,
+    freshness: Freshness = PLAIN,
     *,
     trace: Trace | None = None,
     progress: Callable[[int], None] | None = None,
     on_cache: Callable[[Cache], None] | None = None,
     wrap_backend: BackendWrapper | None = None,
 ) -> BenchResult:
-    """Replay the workload against ``store`` behind one strategy and TTL; return what happened.
+    """Replay the workload against ``store`` behind one strategy, TTL and freshness setting.
 
     Reads go through ``@cache.cached(key="user:{user_id}")``, writes through
     ``@cache.writes(key="user:{user_id}")``, bypass writes straight to the store.
     A write is reported to the stale-read detector when its call returns (for
     write-through, after the cache was updated; for a bypass write, right
     after the commit). ``wrap_backend`` wraps the cache's backend (e.g. to add latency).
+    On the simulated clock, background reloads (early refresh, stale-while-revalidate)
+    finish before the next operation starts (see ``cachekit.bench_fresh``).
     """
     store.reset()
     sim = SimClock() if config.simulated else None
     clock: Callable[[], float] = sim if sim is not None else time.perf_counter
     detector = StaleReadDetector(clock)
+    probe = FreshProbe(_hot_keys(config, trace), sim, config.load_ms)
+    # on the simulated clock the cache sees loads take time (the probe's view of it)
+    view: Callable[[], float] | None = probe.timer if sim is not None else None
 
+    @probe.wrap
     def load_user(user_id: int) -> dict[str, Any] | None:
         return store.load(user_id)
 
@@ -498,11 +562,22 @@ def run_combination(
         ttl_text = "none" if ttl is None else f"{ttl:g}"
         ns = f"bench-{strategy}-ttl-{ttl_text}-{uuid.uuid4().hex[:8]}"
         # a remote cache expires on the simulated clock through SimExpiryBackend, and the
-        # Cache keeps real time: its namespace checks cost what they cost in production
+        # Cache keeps real time: its namespace checks cost what they cost in production.
+        # Freshness needs the Cache on the simulated clock (expiries, XFetch's delta): when
+        # the bench compares freshness settings, every cached row runs on it, comparably
         remote = urlsplit(config.cache_url).scheme.lower() != "memory"
-        timer = None if remote else sim
-        backend = _backend(config, sim, wrap_backend)
-        cache = make_cache(config.cache_url, strategy, ttl, timer, ns, backend=backend)
+        timer = None if remote and not config.compares_freshness else view
+        backend = _backend(config, view, wrap_backend)
+        cache = make_cache(
+            config.cache_url,
+            strategy,
+            ttl,
+            timer,
+            ns,
+            backend=backend,
+            early_refresh=freshness.early_refresh,
+            stale_while_revalidate=freshness.stale_while_revalidate,
+        )
         if on_cache is not None:
             on_cache(cache)
         read = cache.cached(key="user:{user_id}")(load_user)
@@ -515,28 +590,46 @@ def run_combination(
     t_origin = times[0] if times else 0.0
     deadline_box: list[float] = [math.inf]
     perf = time.perf_counter
+    hot = probe.hot
+    # simulated clock: background reloads finish before the clock moves on
+    settle = cache if sim is not None and freshness.on else None
+    stores = strategy == "write-through"
 
     def replay(ops: Iterator[Op], w: _Worker) -> None:
         lat = w.latencies
         observe, committed, mark = detector.observe, detector.committed, detector.mark
         deadline = deadline_box[0]
+        probe.replaying()
         try:
             for i, (kind, key, value) in enumerate(ops):
                 if sim is not None:
                     sim.now = times[i] - t_origin if times else sim.now + step
+                    probe.op = i
                 elif perf() >= deadline:
                     break
                 if kind == READ:
                     since = mark()
-                    t0 = perf()
-                    row = read(key)
-                    lat.append(perf() - t0)
+                    if key in hot:
+                        start = probe.start_read(key)
+                        t0 = perf()
+                        row = read(key)
+                        took = perf() - t0
+                        probe.end_read(key, start, took)
+                    else:
+                        t0 = perf()
+                        row = read(key)
+                        took = perf() - t0
+                    lat.append(took)
+                    if settle is not None:
+                        _settle(settle)
                     at = sim.now if sim is not None else t0
                     observe(key, -1 if row is None else row["version"], since=since, at=at)
                 else:
                     if kind == WRITE:
                         row = write(key, value)
                         w.writes += 1
+                        if stores:
+                            probe.stored(key)
                     else:
                         row = save_user(key, value)
                         w.bypassed += 1
@@ -576,6 +669,9 @@ def run_combination(
 
     stats = cache.stats() if cache is not None else None
     lat_us = sorted(x * 1e6 for w in workers for x in w.latencies)
+    timed = config.duration if timed_ms is not None else None
+    window = sim.now if sim is not None else min(wall, timed or math.inf)
+    fresh = probe.figures(ttl, window, cache is not None)
     return BenchResult(
         **result_fields(
             strategy,
@@ -593,11 +689,36 @@ def run_combination(
         threads=config.threads,
         clock=config.clock,
         timed_s=config.duration if timed_ms is not None else None,
+        early_refresh=freshness.early_refresh,
+        stale_while_revalidate=freshness.stale_while_revalidate,
+        refreshes_started=stats.refreshes_started if stats else 0,
+        stale_revalidated=stats.stale_revalidated if stats else 0,
+        **fresh,
     )
 
 
+def _settle(cache: Cache, timeout: float = 10.0) -> None:
+    """Wait (real time, bounded) until the cache's background reloads are over."""
+    if not reloads_pending(cache):
+        return
+    deadline = time.perf_counter() + timeout
+    while reloads_pending(cache):
+        if time.perf_counter() > deadline:
+            raise RuntimeError("a background reload did not finish within 10 s")
+        time.sleep(0.00005)
+
+
+def _hot_keys(config: BenchConfig, trace: Trace | None) -> list[int]:
+    """The ``config.hot_keys`` keys read most: Zipf's top ranks, or a trace's most read."""
+    if trace is not None:
+        counts = Counter(op.key for op in trace.ops if op.kind == READ)
+        return [k for k, _ in counts.most_common(config.hot_keys)]
+    sampler = ZipfSampler(config.keys, config.zipf, random.Random(config.seed))
+    return sampler.hottest(min(config.hot_keys, config.keys))
+
+
 def _backend(
-    config: BenchConfig, sim: SimClock | None, wrap: BackendWrapper | None
+    config: BenchConfig, sim: Callable[[], float] | None, wrap: BackendWrapper | None
 ) -> Backend | None:
     """The backend of one cached run; None lets ``make_cache`` build the plain one."""
     memory = urlsplit(config.cache_url).scheme.lower() == "memory"
@@ -629,20 +750,22 @@ def run_bench(
     on_cache: Callable[[Cache], None] | None = None,
     wrap_backend: BackendWrapper | None = None,
 ) -> list[list[BenchResult]]:
-    """Run every strategy x TTL combination ``config.repeats`` times; return the runs of each.
+    """Run every strategy x TTL x freshness combination ``config.repeats`` times.
 
     The repeats are interleaved (every combination once, then again), each
     with the workload seed ``seed + repeat``; the result has one list of runs
-    per combination, in report order.
+    per combination (``config.combinations()``), in report order.
     """
     config.check()
     combos = config.combinations()
     runs: list[list[BenchResult]] = [[] for _ in combos]
     for rep in range(config.repeats):
         cfg = dataclasses.replace(config, seed=config.seed + rep)
-        for n, (strategy, ttl) in enumerate(combos):
+        for n, (strategy, ttl, fresh) in enumerate(combos):
             if on_run is not None:
                 label = strategy if strategy == "none" else f"{strategy} ttl={_fmt_ttl(ttl)}"
+                if fresh.on:
+                    label += f" {fresh.label}"
                 on_run(f"{label} ({rep + 1}/{config.repeats})")
             runs[n].append(
                 run_combination(
@@ -650,6 +773,7 @@ def run_bench(
                     cfg,
                     strategy,
                     ttl,
+                    fresh,
                     trace=trace,
                     progress=progress,
                     on_cache=on_cache,

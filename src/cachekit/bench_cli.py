@@ -31,6 +31,41 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
+    return value
+
+
+def _numbers(values: list[str] | None, default: float, what: str) -> list[float]:
+    """``--early-refresh`` / ``--stale-while-revalidate`` values (spaces or commas), each > 0."""
+    out = []
+    for text in _split(values or [f"{default:g}"]):
+        try:
+            value = float(text)
+        except ValueError:
+            raise ValueError(f"{what} must be numbers, not {text!r}") from None
+        if not 0 < value < float("inf"):
+            raise ValueError(f"{what} must be > 0, got {text}")
+        out.append(value)
+    return list(dict.fromkeys(out))
+
+
+def _freshness(args: argparse.Namespace) -> Any:
+    from .bench_fresh import freshness_grid
+
+    if args.freshness is not None:
+        kinds = [k.lower() for k in _split(args.freshness)]
+    else:
+        kinds = ["none"]
+        kinds += ["early"] if args.early_refresh is not None else []
+        kinds += ["swr"] if args.stale_while_revalidate is not None else []
+    betas = _numbers(args.early_refresh, 1.0, "--early-refresh")
+    windows = _numbers(args.stale_while_revalidate, 60.0, "--stale-while-revalidate")
+    return freshness_grid(kinds, betas, windows)
+
+
 def _non_negative_int(text: str) -> int:
     value = int(text)
     if value < 0:
@@ -100,6 +135,47 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         "recency) against eviction policies and print hit ratios; everything after it goes to "
         "the simulator (--capacity N ..., --policy ..., --limit N, --plot PNG)",
     )
+    fresh = parser.add_argument_group(
+        "freshness", "early refresh and stale-while-revalidate, compared at every TTL"
+    )
+    fresh.add_argument(
+        "--freshness",
+        nargs="+",
+        default=None,
+        metavar="KIND",
+        help="freshness settings to compare: none, early, swr, early+swr (spaces or commas; "
+        "default: none, plus early / swr when --early-refresh / --stale-while-revalidate "
+        "is given)",
+    )
+    fresh.add_argument(
+        "--early-refresh",
+        nargs="+",
+        default=None,
+        metavar="BETA",
+        help="XFetch beta(s) of the 'early' setting (default 1)",
+    )
+    fresh.add_argument(
+        "--stale-while-revalidate",
+        nargs="+",
+        default=None,
+        metavar="SECONDS",
+        help="stale window(s) of the 'swr' setting, seconds past the TTL (default 60)",
+    )
+    fresh.add_argument(
+        "--load-ms",
+        type=_non_negative_float,
+        default=0.0,
+        metavar="MS",
+        help="a load takes this much longer than the database's own time: simulated "
+        "milliseconds on the simulated clock, slept on the real one (default 0)",
+    )
+    fresh.add_argument(
+        "--hot-keys",
+        type=_positive_int,
+        default=10,
+        metavar="N",
+        help="how many of the most read keys the 'hot' columns watch (default 10)",
+    )
     parser.add_argument(
         "--max-stale",
         type=_fraction,
@@ -135,6 +211,9 @@ def _config(args: argparse.Namespace) -> Any:
         seed=args.seed,
         max_stale=args.max_stale,
         repeats=args.repeats,
+        freshness=_freshness(args),
+        load_ms=args.load_ms,
+        hot_keys=args.hot_keys,
     )
 
 
@@ -261,7 +340,10 @@ def _text(
         "DB reads/1k reads = SELECTs sent to the database per 1,000 reads (1,000 without a "
         "cache); stale/1k reads = reads per 1,000 that returned a version already superseded "
         "by a write finished before the read started; p50/p95 = read latency; ops/s = all "
-        "operations / wall time",
+        "operations / wall time; hot p99 µs @exp = p99 latency of the hottest keys' reads "
+        "within one load of an entry's expiry, and the first after it; hot waits/exp = their "
+        "reads that waited for a load, per expiry (the cold start not counted); "
+        "loads/key/TTL = loader calls per hot key per TTL of the window",
         "notes: 'TTL ≥ window' = the TTL is at least as long as the run: nothing expired, the "
         "row is not ranked; 'slower' = median ops/s more than 10% below no cache's (not "
         "ranked); 'p95 up' = median p95 more than 10% above no cache's (not ranked if its "

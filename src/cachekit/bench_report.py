@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .bench import BenchConfig, BenchResult, Trace
+from .bench_fresh import PLAIN, Freshness
 
 __all__ = [
     "TIE",
@@ -66,18 +67,40 @@ class Spread:
 
     @classmethod
     def of(cls, values: Sequence[float]) -> Spread:
-        """Return the median and min-max of ``values`` (at least one)."""
-        s = sorted(values)
+        """Return the median and min-max of ``values`` (at least one); NaN ones are left out.
+
+        All NaN (a figure that does not apply, e.g. loads per TTL without expiry): NaN.
+        """
+        s = sorted(v for v in values if not math.isnan(v))
+        if not s:
+            return cls(math.nan, math.nan, math.nan)
         return cls(float(statistics.median(s)), s[0], s[-1])
+
+    @property
+    def known(self) -> bool:
+        """Whether the figure applies (was measured in some repeat)."""
+        return not math.isnan(self.median)
 
     def fmt(self, f: Callable[[float], str]) -> str:
         """``median (lo-hi)``, each formatted with ``f``; just the median when all are equal."""
+        if not self.known:
+            return "-"
         m, lo, hi = f(self.median), f(self.lo), f(self.hi)
         return m if lo == hi else f"{m} ({lo}-{hi})"
 
-    def as_dict(self) -> dict[str, float]:
-        """Return ``{"median", "min", "max"}``."""
+    def as_dict(self) -> dict[str, float | None]:
+        """Return ``{"median", "min", "max"}`` (None for a figure that does not apply)."""
+        if not self.known:
+            return {"median": None, "min": None, "max": None}
         return {"median": self.median, "min": self.lo, "max": self.hi}
+
+
+def _or_nan(x: float | None) -> float:
+    return math.nan if x is None else float(x)
+
+
+def _us_cell(x: float) -> str:
+    return f"{x:.1f}" if x < 100 else f"{x:,.0f}"
 
 
 #: Figures reported with their spread: name -> (how to read it from a run, format).
@@ -93,16 +116,21 @@ FIGURES: dict[str, tuple[Callable[[BenchResult], float], Callable[[float], str]]
     "db_writes": (lambda r: float(r.db_writes), lambda x: f"{x:,.0f}"),
     "evictions": (lambda r: float(r.evictions), lambda x: f"{x:,.0f}"),
     "window_s": (lambda r: r.window_s, lambda x: f"{x:,.3g}"),
+    # freshness: what the hottest keys saw around expiry (cachekit.bench_fresh)
+    "hot_p99_near_expiry_us": (lambda r: _or_nan(r.hot_p99_near_expiry_us), _us_cell),
+    "hot_waits_per_expiry": (lambda r: _or_nan(r.hot_waits_per_expiry), lambda x: f"{x:.2g}"),
+    "loads_per_key_per_ttl": (lambda r: _or_nan(r.loads_per_key_per_ttl), lambda x: f"{x:.2f}"),
 }
 
 
 @dataclass
 class BenchRow:
-    """One strategy and TTL: its repeated runs, and the median and spread of each figure."""
+    """One strategy, TTL and freshness: its repeated runs, and each figure's median and spread."""
 
     strategy: str
     ttl: float | None
     runs: list[BenchResult]
+    freshness: Freshness = PLAIN
     _spreads: dict[str, Spread] = field(default_factory=dict, repr=False)
 
     def __getitem__(self, name: str) -> Spread:
@@ -135,7 +163,7 @@ class BenchRow:
 
 def rows_of(runs: Sequence[Sequence[BenchResult]]) -> list[BenchRow]:
     """Group ``run_bench``'s runs into rows."""
-    return [BenchRow(rs[0].strategy, rs[0].ttl, list(rs)) for rs in runs]
+    return [BenchRow(rs[0].strategy, rs[0].ttl, list(rs), rs[0].freshness) for rs in runs]
 
 
 @dataclass
@@ -206,10 +234,15 @@ def pick(verdicts: Sequence[Verdict]) -> Verdict | None:
 
 
 def render_bench_table(rows: Sequence[BenchRow], verdicts: Sequence[Verdict] = ()) -> str:
-    """Return the rows as an aligned text table: median (min-max) per figure, and notes."""
+    """Return the rows as an aligned text table: median (min-max) per figure, and notes.
+
+    A ``fresh`` column (the freshness setting) is there when some row has one.
+    """
+    fresh = any(r.freshness.on for r in rows)
     head = (
-        "strategy", "TTL", "hit %", "DB reads/1k reads", "stale/1k reads", "p50 µs",
-        "p95 µs", "ops/s", "notes",
+        "strategy", "TTL", *(["fresh"] if fresh else []), "hit %", "DB reads/1k reads",
+        "stale/1k reads", "p50 µs", "p95 µs", "ops/s", "hot p99 µs @exp", "hot waits/exp",
+        "loads/key/TTL", "notes",
     )  # fmt: skip
     notes = {id(v.row): v.notes() for v in verdicts}
     best = pick(verdicts)
@@ -222,28 +255,53 @@ def render_bench_table(rows: Sequence[BenchRow], verdicts: Sequence[Verdict] = (
             (
                 r.strategy,
                 _ttl(r.ttl) if r.cached else "-",
+                *([r.freshness.label] if fresh else []),
                 r.cell("hit_ratio") if r.cached else "-",
                 r.cell("db_reads_per_1k"),
                 r.cell("stale_per_1k"),
                 r.cell("p50_us"),
                 r.cell("p95_us"),
                 r.cell("throughput"),
+                r.cell("hot_p99_near_expiry_us"),
+                r.cell("hot_waits_per_expiry"),
+                r.cell("loads_per_key_per_ttl"),
                 "; ".join(note) if r.cached else "baseline",
             )
         )
     from .workload import format_table
 
-    return format_table(table)
+    return format_table(table, left=3 if fresh else 2)
 
 
 def _us(x: float) -> str:
     return f"{x / 1000:.2f} ms" if x >= 1000 else f"{x:.0f} µs"
 
 
+def _fresh_words(f: Freshness) -> str:
+    parts = []
+    if f.early_refresh:
+        parts.append(f"early refresh (beta {f.early_refresh:g})")
+    if f.stale_while_revalidate:
+        parts.append(f"stale-while-revalidate {f.stale_while_revalidate:g}s")
+    return " and ".join(parts) or "a plain TTL"
+
+
+def _hot(r: BenchRow) -> str:
+    """The hot keys' figures of ``r`` as words, or "" when none applies."""
+    if not r["hot_p99_near_expiry_us"].known:
+        return ""
+    return (
+        f"; hot keys around expiry: p99 {_us(r['hot_p99_near_expiry_us'].median)}, "
+        f"{r.cell('hot_waits_per_expiry')} reads waiting for a load per expiry, "
+        f"{r.cell('loads_per_key_per_ttl')} loads per key per TTL"
+    )
+
+
 def _describe(v: Verdict, base: BenchRow | None) -> str:
     r = v.row
+    fresh = f" and {_fresh_words(r.freshness)}" if r.freshness.on else ""
     text = (
-        f"{r.strategy} with TTL {_ttl(r.ttl)}: {r.cell('hit_ratio')} % hits, "
+        f"{r.strategy} with TTL {_ttl(r.ttl)}{fresh}: {r.cell('hit_ratio')} % hits, "
         f"{r.cell('db_reads_per_1k')} DB reads and {r.cell('stale_per_1k')} stale reads per "
         f"1,000 reads, {r.cell('throughput')} ops/s"
     )
@@ -252,7 +310,49 @@ def _describe(v: Verdict, base: BenchRow | None) -> str:
             f" (no cache: {base.cell('throughput')}), p95 {_us(base['p95_us'].median)} -> "
             f"{_us(r['p95_us'].median)}"
         )
-    return text
+    return text + _hot(r)
+
+
+def freshness_note(best: Verdict, verdicts: Sequence[Verdict]) -> str:
+    """What each freshness setting did at the recommended strategy and TTL ("" if one ran).
+
+    Names the ranked setting whose hot-key readers waited least for a load when it is
+    not the recommended one.
+    """
+    r = best.row
+    fam = [v for v in verdicts if v.row.strategy == r.strategy and v.row.ttl == r.ttl]
+    if len(fam) < 2:
+        return ""
+    parts = []
+    for v in fam:
+        x = v.row
+        name = x.freshness.label if x.freshness.on else "plain TTL"
+        parts.append(
+            f"{name}: hot p99 around expiry {x.cell('hot_p99_near_expiry_us')} µs, "
+            f"{x.cell('hot_waits_per_expiry')} waits per expiry, "
+            f"{x.cell('loads_per_key_per_ttl')} loads per key per TTL, "
+            f"{x.cell('stale_per_1k')} stale reads per 1,000"
+        )
+    text = f" Freshness at {r.strategy} TTL {_ttl(r.ttl)}: " + "; ".join(parts)
+    calm = [v for v in fam if v.ranked and v.row["hot_waits_per_expiry"].known]
+    if not calm:
+        return text + "."
+    quiet = min(
+        calm,
+        key=lambda v: (
+            v.row["hot_waits_per_expiry"].median,
+            v.row["hot_p99_near_expiry_us"].median,
+        ),
+    )
+    q = quiet.row
+    if quiet is best or q["hot_waits_per_expiry"].median >= r["hot_waits_per_expiry"].median:
+        return text + ". The recommended setting also keeps hot readers from waiting the least."
+    return (
+        text + f". Fewest hot readers waiting for a load: {_fresh_words(q.freshness)} "
+        f"({q.cell('hot_waits_per_expiry')} per expiry instead of "
+        f"{r.cell('hot_waits_per_expiry')}): choose it if a read waiting for a load is what "
+        "hurts (a slow query on a hot key)."
+    )
 
 
 def assumptions(config: BenchConfig, trace: Trace | None, window: float | None) -> str:
@@ -353,16 +453,18 @@ def recommend(rows: Sequence[BenchRow], config: BenchConfig, trace: Trace | None
     if rivals:
         rival = max(rivals, key=lambda v: v.row["hit_ratio"].median)
         text += f". Next best: {_describe(rival, base)}"
+    text += "." + freshness_note(best, verdicts)
     over = [v.row.label for v in judged if v.over_budget]
     if over:
-        text += f". Over the stale budget: {', '.join(over)}"
+        text += f" Over the stale budget: {', '.join(over)}"
+        text += "."
     slow = [v.row.label for v in judged if v.not_paying]
     if slow:
         text += (
-            f". Not worth it here (fewer ops/s than no cache, or a higher p95 and a lower "
-            f"median ops/s): {', '.join(slow)}"
+            f" Not worth it here (fewer ops/s than no cache, or a higher p95 and a lower "
+            f"median ops/s): {', '.join(slow)}."
         )
-    return text + "." + skipped + tail
+    return text + skipped + tail
 
 
 def describe_run(config: BenchConfig, trace: Trace | None, database: str) -> list[str]:
@@ -402,6 +504,14 @@ def describe_run(config: BenchConfig, trace: Trace | None, database: str) -> lis
             f"clock: real; {runs} combinations x {reps}, {size} per run, {config.threads} "
             "threads; TTLs are real seconds"
         )
+    fresh = ", ".join(f.label if f.on else "plain TTL" for f in config.freshness)
+    load = "its real time"
+    if config.load_ms:
+        how = "simulated" if config.simulated else "slept"
+        load += f" + {config.load_ms:g} ms ({how})"
+    lines.append(
+        f"freshness: {fresh}; hot keys: the {config.hot_keys} most read; a load takes {load}"
+    )
     lines.append(
         f"machine: {platform.machine()} with {os.cpu_count()} CPUs, Python "
         f"{platform.python_version()}"
@@ -419,7 +529,12 @@ def json_document(
 ) -> dict[str, Any]:
     """Return the ``--json`` document: config, clock, machine, rows with runs, recommendation."""
     cfg = dict(vars(config))
-    cfg.update(strategies=list(config.strategies), ttls=list(config.ttls), **extra)
+    cfg.update(
+        strategies=list(config.strategies),
+        ttls=list(config.ttls),
+        freshness=[f.label for f in config.freshness],
+        **extra,
+    )
     verdicts = {id(v.row): v for v in assess(rows, config.max_stale)}
     best = pick(list(verdicts.values()))
     results = []
@@ -430,6 +545,9 @@ def json_document(
                 "label": row.label,
                 "strategy": row.strategy,
                 "ttl": row.ttl,
+                "freshness": row.freshness.label,
+                "early_refresh": row.freshness.early_refresh,
+                "stale_while_revalidate": row.freshness.stale_while_revalidate,
                 "ranked": None if v is None else v.ranked,
                 "notes": [] if v is None else v.notes(),
                 **{name: row[name].as_dict() for name in FIGURES},
@@ -463,6 +581,10 @@ def json_document(
     }
 
 
+def _series(r: BenchRow) -> str:
+    return f"{r.strategy} {r.freshness.label}" if r.freshness.on else r.strategy
+
+
 def plot(rows: Sequence[BenchRow], path: str, title: str, max_stale: float) -> None:
     """Draw medians with min-max bars vs TTL: hits, DB reads, stale reads, ops/s vs no cache.
 
@@ -491,16 +613,20 @@ def plot(rows: Sequence[BenchRow], path: str, title: str, max_stale: float) -> N
     fig, axes = plt.subplots(2, 2, figsize=(12, 8.5))
     try:
         for ax, (name, scale, ylabel, heading) in zip(axes.flat, panels, strict=True):
-            for n, strategy in enumerate(dict.fromkeys(r.strategy for r in cached)):
-                pts = sorted((xs[r.ttl], r) for r in cached if r.strategy == strategy)
+            series = dict.fromkeys(_series(r) for r in cached)
+            for n, label in enumerate(series):
+                pts = sorted(
+                    ((xs[r.ttl], r) for r in cached if _series(r) == label), key=lambda p: p[0]
+                )
                 color = f"C{n}"
-                px = [x + (n - 0.5) * 0.08 for x, _ in pts]  # side by side, bars readable
+                shift = (n - (len(series) - 1) / 2) * 0.08  # side by side, bars readable
+                px = [x + shift for x, _ in pts]
                 med = [r[name].median * scale for _, r in pts]
                 err = [
                     [(r[name].median - r[name].lo) * scale for _, r in pts],
                     [(r[name].hi - r[name].median) * scale for _, r in pts],
                 ]
-                ax.errorbar(px, med, yerr=err, color=color, capsize=3, lw=1.5, label=strategy)
+                ax.errorbar(px, med, yerr=err, color=color, capsize=3, lw=1.5, label=label)
                 for x, (_, r) in zip(px, pts, strict=True):
                     v = verdicts[id(r)]
                     face = "white" if not v.ranked else color

@@ -274,13 +274,21 @@ def make_cache(
     namespace: str,
     *,
     backend: Backend | None = None,
+    early_refresh: float = 0.0,
+    stale_while_revalidate: float = 0.0,
 ) -> Cache:
     """Build the cache of one scenario: ``memory://`` runs on ``clock`` (None: real time).
 
     ``backend``, when given, is used instead of one built from ``url`` (the
     cache then runs on ``clock`` too, for its TTLs and namespace checks).
+    ``early_refresh`` and ``stale_while_revalidate`` go to the ``TTL`` (not to no expiry).
     """
-    ttl_obj = NO_EXPIRY if ttl is None else TTL(ttl)
+    if ttl is None:
+        ttl_obj = NO_EXPIRY
+    else:
+        ttl_obj = TTL(
+            ttl, early_refresh=early_refresh, stale_while_revalidate=stale_while_revalidate
+        )
     stores = strategy in ("write-through", "repository")
     policy: Policy = WriteThrough(ttl_obj) if stores else CacheAside(ttl_obj)
     if backend is not None:
@@ -478,13 +486,13 @@ def result_fields(
     }
 
 
-def format_table(rows: Sequence[Sequence[str]]) -> str:
-    """Align ``rows`` (the first is the header) as text columns; the first two left-aligned."""
+def format_table(rows: Sequence[Sequence[str]], left: int = 2) -> str:
+    """Align ``rows`` (the first is the header) as text columns; the first ``left`` left-aligned."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = []
     for n, row in enumerate(rows):
         cells = [
-            c.ljust(w) if i < 2 else c.rjust(w)
+            c.ljust(w) if i < left else c.rjust(w)
             for i, (c, w) in enumerate(zip(row, widths, strict=True))
         ]
         lines.append("  ".join(cells).rstrip())
