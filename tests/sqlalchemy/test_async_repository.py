@@ -672,11 +672,6 @@ def test_track_over_an_async_cache_refuses_a_sync_sessionmaker(target: Target) -
 # ---------------------------------------------------------------- metrics
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ck.ConfigurationError,
-    reason="cachekit.metrics._counted must accept RepositoryBase (lead's one-line change)",
-)
 def test_register_prometheus_exports_an_async_repository(target: Target, caches: Caches) -> None:
     from prometheus_client import CollectorRegistry
 
