@@ -61,7 +61,7 @@ from ..memcached import (
     memcached_expire,
     memcached_key,
 )
-from . import PerLoop, command_deadline
+from ._loops import Deadline, PerLoop
 from ._protocol import (
     FAILURES,
     ONE_LINE,
@@ -183,7 +183,7 @@ class AsyncMemcachedBackend(AsyncBackend):
     async def _connect(self, node: str, budget: float) -> Connection:
         host, port = self._addresses[node]
         context = self.tls_context
-        async with command_deadline(min(budget, self.connect_timeout)):
+        with Deadline(min(budget, self.connect_timeout)):
             _, conn = await asyncio.get_running_loop().create_connection(
                 Connection, host, port, ssl=context, server_hostname=host if context else None
             )

@@ -54,7 +54,7 @@ from ..redis import (
     _split_options,
     _whole,
 )
-from . import PerLoop, command_deadline
+from ._loops import Deadline, PerLoop
 
 __all__ = ["AsyncRedisBackend", "AsyncRedisClusterBackend"]
 
@@ -111,7 +111,7 @@ class _AsyncRedisCommon(AsyncBackend):
     async def _run(self, command: str, call: Callable[[Any], Awaitable[_T]]) -> _T:
         """Await ``call(client)`` under this command's deadline; translate redis-py's errors."""
         try:
-            async with command_deadline(self._timeout):
+            with Deadline(self._timeout):
                 return await call(self._client())
         except _ERRORS as exc:
             raise _failure(command, exc, self._secrets) from exc
@@ -119,7 +119,7 @@ class _AsyncRedisCommon(AsyncBackend):
     async def get(self, key: str) -> Any:
         """Return the bytes under ``key`` (``GET``), or ``MISSING``."""
         try:
-            async with command_deadline(self._timeout):
+            with Deadline(self._timeout):
                 value = await self._client().get(key.encode("utf-8", "surrogatepass"))
         except _ERRORS as exc:
             raise _failure("GET", exc, self._secrets) from exc
