@@ -12,8 +12,13 @@ the reads of the hottest keys, and at the end computes:
 - **loads per hot key per TTL**: loader calls (foreground and background) per
   hot key per TTL of the run's window (about 1 for a key read more than once
   per TTL);
-- **hot waits**: hot-key reads that waited for a load, after the key's first
-  load (the cold start is not counted).
+- **hot waits per expiry**: how many of those reads waited for a load (ran the
+  loader, or arrived while a reader's load of that key ran), per expiry; the
+  cold start (the key's first load) is not counted.
+
+An entry's expiry counts when it was reached: an entry that a reader's load or
+a write replaced (or dropped) before it expired does not count, one that a
+background reload replaced does (that is the expiry its readers were spared).
 
 On the simulated clock a load takes its real time plus ``load_ms`` simulated
 milliseconds: the cache's clock (``FreshProbe.timer``) runs that much ahead in
@@ -139,8 +144,11 @@ class FreshProbe:
         self._inflight: Counter[int] = Counter()  # real: reads' loads of key running now
         self._fg_started: Counter[int] = Counter()  # real: reads' loads of key started
         self._first_end: dict[int, float] = {}  # key -> when its first load ended
-        # hot key -> [(time an entry was stored, the duration of the load that made it)]
-        self._stores: dict[int, list[tuple[float, float]]] = defaultdict(list)
+        # hot key -> [(time an entry was stored, the duration of the load that made it,
+        # whether a background reload stored it)]
+        self._stores: dict[int, list[tuple[float, float, bool]]] = defaultdict(list)
+        # hot key -> times a reader's load or a write replaced or dropped its entry
+        self._replaced: dict[int, list[float]] = defaultdict(list)
         # hot key -> [(time the read started, latency s, waited, cold)]
         self._reads: dict[int, list[tuple[float, float, bool, bool]]] = defaultdict(list)
 
@@ -199,17 +207,22 @@ class FreshProbe:
                         self.background_loads += 1
                     self._first_end.setdefault(key, end)
                     if key in self.hot:
-                        self._stores[key].append((end, took))
+                        self._stores[key].append((end, took, not fg))
+                        if fg:
+                            self._replaced[key].append(end)
                 if fg:
                     local.loaded = True
 
         return timed
 
-    def stored(self, key: int) -> None:
-        """A write through the cache stored ``key`` now (write-through): a new entry."""
+    def written(self, key: int, stores: bool) -> None:
+        """A write through the cache stored (write-through) or dropped (cache-aside) ``key``."""
         if key in self.hot:
+            t = self.now()
             with self._lock:
-                self._stores[key].append((self.now(), 0.0))
+                self._replaced[key].append(t)
+                if stores:
+                    self._stores[key].append((t, 0.0, False))
 
     # ------------------------------------------------------------ reads
 
@@ -252,7 +265,7 @@ class FreshProbe:
             "hot_reads": sum(len(v) for v in self._reads.values()),
             "hot_loads": hot_loads,
             "background_loads": self.background_loads,
-            "hot_waits": sum(w and not c for v in self._reads.values() for _, _, w, c in v),
+            "hot_waits": 0,
             "loads_per_key_per_ttl": None,
             "hot_near_expiry_reads": 0,
             "hot_p99_near_expiry_us": None,
@@ -263,13 +276,19 @@ class FreshProbe:
         if window > 0:
             out["loads_per_key_per_ttl"] = hot_loads / (n * window / ttl)
         near: list[float] = []
-        expiries = 0
+        expiries = waits = 0
         for key, reads in self._reads.items():
             reads.sort()
             times = [r[0] for r in reads]
+            replaced = sorted(self._replaced.get(key, ()))
             chosen: set[int] = set()
-            for end, took in self._stores.get(key, ()):
+            for end, took, _ in self._stores.get(key, ()):
                 e = end + ttl
+                # an entry a reader's load or a write replaced (or dropped) before its expiry
+                # never reached it; one a background reload replaced did, for its readers
+                r = bisect.bisect_right(replaced, end)
+                if r < len(replaced) and replaced[r] < e:
+                    continue
                 if times and e <= times[-1]:
                     expiries += 1
                 lo = bisect.bisect_left(times, e - took)
@@ -279,8 +298,10 @@ class FreshProbe:
                 if first < len(times):
                     chosen.add(first)
             near += [reads[i][1] * 1e6 for i in chosen]
+            waits += sum(1 for i in chosen if reads[i][2] and not reads[i][3])
         near.sort()
         out["expiries"] = expiries
+        out["hot_waits"] = waits
         out["hot_near_expiry_reads"] = len(near)
         out["hot_p99_near_expiry_us"] = percentile(near, 99) if near else None
         return out

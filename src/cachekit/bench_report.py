@@ -297,6 +297,10 @@ def _hot(r: BenchRow) -> str:
     )
 
 
+def _us_spread(s: Spread) -> str:
+    return "-" if not s.known else _us(s.median)
+
+
 def _describe(v: Verdict, base: BenchRow | None) -> str:
     r = v.row
     fresh = f" and {_fresh_words(r.freshness)}" if r.freshness.on else ""
@@ -328,7 +332,7 @@ def freshness_note(best: Verdict, verdicts: Sequence[Verdict]) -> str:
         x = v.row
         name = x.freshness.label if x.freshness.on else "plain TTL"
         parts.append(
-            f"{name}: hot p99 around expiry {x.cell('hot_p99_near_expiry_us')} µs, "
+            f"{name}: hot p99 around expiry {_us_spread(x['hot_p99_near_expiry_us'])}, "
             f"{x.cell('hot_waits_per_expiry')} waits per expiry, "
             f"{x.cell('loads_per_key_per_ttl')} loads per key per TTL, "
             f"{x.cell('stale_per_1k')} stale reads per 1,000"
@@ -344,6 +348,16 @@ def freshness_note(best: Verdict, verdicts: Sequence[Verdict]) -> str:
             v.row["hot_p99_near_expiry_us"].median,
         ),
     )
+    plain = next((v.row for v in fam if not v.row.freshness.on), None)
+    early = [v.row for v in fam if v.row.freshness.early_refresh]
+    if plain is not None and early and plain["hot_waits_per_expiry"].known:
+        base_waits = plain["hot_waits_per_expiry"].median
+        if base_waits > 0 and all(x["hot_waits_per_expiry"].median > base_waits / 2 for x in early):
+            text += (
+                ". Early refresh spared few waits here: XFetch reloads only when a key is read "
+                "within about beta x its load time of expiry, and these hot keys are read more "
+                "sparsely than that (a larger beta, or stale-while-revalidate, covers them)"
+            )
     q = quiet.row
     if quiet is best or q["hot_waits_per_expiry"].median >= r["hot_waits_per_expiry"].median:
         return text + ". The recommended setting also keeps hot readers from waiting the least."
