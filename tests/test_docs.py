@@ -23,8 +23,13 @@ nodes (17001-17003). PostgreSQL is used as written
 (``postgresql+psycopg://postgres@127.0.0.1:5432/test``).
 
 Runnable blocks must clean up: a block that uses Redis fails if it leaves
-new keys in database 15 (the examples' database). Tracebacks point at the
-Markdown file and line.
+new keys in database 15 (the examples' database). One test per block, its id
+``file:line`` of the opening fence; tracebacks point at the Markdown file and
+line.
+
+Also checked: every relative link resolves to a file inside the repository,
+no page refers to files outside it, the README links every docs page, and
+install lines and hints name the distribution (``cachekit-py``).
 """
 
 from __future__ import annotations
