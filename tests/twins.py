@@ -19,6 +19,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import itertools
+import linecache
 import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
@@ -41,6 +43,8 @@ Gate = Callable[[], bool] | Any  # a predicate, or an event of the driver
 
 
 # ---------------------------------------------------------------- plain function -> async def
+
+_TWIN_IDS = itertools.count()
 
 
 def plain_to_async(
@@ -91,7 +95,10 @@ def plain_to_async(
         f"    return _fn({', '.join(call)})\n"
     )
     scope: dict[str, Any] = {"_fn": fn, "_before": before, **defaults}
-    exec(source, scope)  # the parameters spelled out: the same signature as fn
+    # a file name of its own, with its source in linecache, so tracebacks can show it
+    filename = f"<async twin of {getattr(fn, '__qualname__', fn)!s} #{next(_TWIN_IDS)}>"
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    exec(compile(source, filename, "exec"), scope)  # the parameters spelled out, as fn's
     twin = scope["_twin"]
     for attr in ("__module__", "__name__", "__qualname__", "__doc__"):
         setattr(twin, attr, getattr(fn, attr, None))
@@ -359,6 +366,8 @@ class DecoratedView:
         return DecoratedView(self._twin, self._target.__get__(obj, objtype))
 
     def __getattr__(self, name: str) -> Any:
+        if name in ("_target", "_twin"):  # not set yet (a copy): no endless recursion
+            raise AttributeError(name)
         attr = getattr(self._target, name)
         if name in ("invalidate", "refresh", "uncached"):
             return Blocking(self._twin, attr)
@@ -378,6 +387,8 @@ class AsyncView:
         object.__setattr__(self, "_target", target)
 
     def __getattr__(self, name: str) -> Any:
+        if name in ("_target", "_twin"):  # not set yet (a copy): no endless recursion
+            raise AttributeError(name)
         if name == "close":
             name = "aclose"
         attr = getattr(self._target, name)
@@ -604,6 +615,8 @@ class BackendView:
         object.__setattr__(self, "_target", target)
 
     def __getattr__(self, name: str) -> Any:
+        if name in ("_target", "_twin"):  # not set yet (a copy): no endless recursion
+            raise AttributeError(name)
         if name == "close":
             name = "aclose"
         attr = getattr(self._target, name)
