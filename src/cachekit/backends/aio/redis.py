@@ -322,7 +322,7 @@ class AsyncRedisBackend(_AsyncRedisCommon):
         return cls(f"{parts.scheme}://{parts.netloc}{parts.path}", **merged)
 
     def _build(self) -> aredis.Redis:
-        # socket_timeout=None: the command's deadline (asyncio.timeout around the whole
+        # socket_timeout=None: the command's deadline (a Deadline around the whole
         # command) is the only read and write timeout; with one set, redis.asyncio would
         # also wrap every send in asyncio.wait_for (a task) and every read in a timer
         pool = aredis.ConnectionPool(retry=_retry(), socket_timeout=None, **self._kwargs)
