@@ -3,9 +3,11 @@ the recommendation, and the command end to end (SQLite, PostgreSQL, Redis, --jso
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import io
 import json
+import math
 import random
 import re
 import subprocess
@@ -33,6 +35,7 @@ from cachekit.bench import (
     run_bench,
     run_combination,
 )
+from cachekit.bench_fresh import PLAIN, Freshness
 from cachekit.bench_report import BenchRow, Spread, assess, pick, recommend, render_bench_table
 from cachekit.workload import (
     BYPASS,
@@ -753,3 +756,204 @@ def test_importing_cachekit_and_the_bench_engine_pulls_in_no_sqlalchemy_or_matpl
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+# ---------------------------------------------------------------- freshness
+
+
+def _hot_trace(reads: int, every: float) -> Trace:
+    """Key 1 read every ``every`` simulated seconds, ``reads`` times."""
+    return Trace([Op(READ, 1)] * reads, ["hot"], [i * every for i in range(reads)])
+
+
+def _fresh_run(
+    store: SqlUserStore, fresh: Freshness, trace: Trace, *, ttl: float = 10.0,
+    load_ms: float = 200.0, **kw: Any,
+) -> BenchResult:  # fmt: skip
+    config = BenchConfig(keys=50, ttls=(ttl,), load_ms=load_ms, hot_keys=1, freshness=(fresh,),
+                         **kw)  # fmt: skip
+    return run_combination(store, config, "cache-aside", ttl, fresh, trace=trace)
+
+
+def test_simulated_hot_key_without_freshness_waits_at_every_expiry(store: SqlUserStore) -> None:
+    # read every 50 ms for 100 s, TTL 10 s, loads of 200 ms: at each expiry the first read
+    # loads and the next ones (within the 200 ms) wait for it
+    r = _fresh_run(store, PLAIN, _hot_trace(2000, 0.05))
+    assert r.hot_loads == 10 and r.background_loads == 0
+    assert r.loads_per_key_per_ttl == pytest.approx(10 / (99.95 / 10))
+    assert r.expiries == 9  # the tenth entry outlives the trace
+    assert r.hot_waits >= 9 * 3 and r.hot_waits_per_expiry is not None
+    assert r.hot_waits_per_expiry >= 3
+    assert r.hot_p99_near_expiry_us is not None and r.hot_p99_near_expiry_us >= 200_000
+
+
+def test_simulated_early_refresh_spares_every_wait_after_the_first(store: SqlUserStore) -> None:
+    r = _fresh_run(store, Freshness(early_refresh=1.0), _hot_trace(2000, 0.05))
+    assert r.refreshes_started == r.background_loads == r.hot_loads - 1  # only the first blocks
+    assert 1.0 <= r.loads_per_key_per_ttl <= 1.15  # type: ignore[operator]
+    assert r.hot_waits == 0 and r.expiries >= 9
+    # no read near expiry was charged a load (200 ms): they were all hits
+    assert r.hot_p99_near_expiry_us is not None and r.hot_p99_near_expiry_us < 200_000
+    assert r.label == "cache-aside ttl=10s early=1"
+
+
+def test_simulated_stale_while_revalidate_serves_past_expiry_without_waits(
+    store: SqlUserStore,
+) -> None:
+    r = _fresh_run(store, Freshness(stale_while_revalidate=5.0), _hot_trace(2000, 0.05))
+    assert r.stale_revalidated == r.refreshes_started == 9  # one stale hit per expiry
+    assert r.hot_loads == 10 and r.loads_per_key_per_ttl == pytest.approx(10 / 9.995)
+    assert r.hot_waits == 0 and r.expiries == 9
+    assert r.hot_p99_near_expiry_us is not None and r.hot_p99_near_expiry_us < 200_000
+
+
+def test_loads_per_key_per_ttl_of_a_sparse_key(store: SqlUserStore) -> None:
+    # read once a second for 100 s with a 10 s TTL and instant loads: a load per TTL,
+    # and each expiry's first read waits for it
+    r = _fresh_run(store, PLAIN, _hot_trace(101, 1.0), load_ms=0.0)
+    assert r.hot_loads == 10 and r.loads_per_key_per_ttl == pytest.approx(1.0)
+    assert r.expiries == 9 and r.hot_waits == 9 and r.hot_near_expiry_reads == 9
+    none = run_combination(store, BenchConfig(keys=50, ttls=(10.0,)), "none", None,
+                           trace=_hot_trace(101, 1.0))  # fmt: skip
+    assert none.loads_per_key_per_ttl is None and none.hot_p99_near_expiry_us is None
+
+
+def test_a_write_that_replaced_an_entry_is_not_an_expiry(store: SqlUserStore) -> None:
+    # t=0 load (expires at 10); t=5 a write through the cache drops it; t=6 reload
+    # (expires at 16); the entry of t=0 never reached its expiry
+    ops = [Op(READ, 1), Op(WRITE, 1, 7), Op(READ, 1), Op(READ, 1), Op(READ, 1)]
+    trace = Trace(ops, ["hot"], [0.0, 5.0, 6.0, 10.5, 16.5])
+    r = _fresh_run(store, PLAIN, trace, load_ms=0.0)
+    assert r.hot_loads == 3 and r.expiries == 1 and r.hot_waits == 1
+    assert r.hot_near_expiry_reads == 1  # the read at 16.5, not the hit at 10.5
+
+
+def test_real_clock_hot_key_waits_show_without_freshness_and_not_with_it(
+    store: SqlUserStore,
+) -> None:
+    # one key, two threads, 1.2 s, TTL 0.25 s, loads slept 20 ms: every expiry makes a
+    # reader wait; early refresh and stale-while-revalidate reload behind the readers
+    kw: dict[str, Any] = {"simulated": False, "threads": 2, "duration": 1.2,
+                          "write_ratio": 0.0, "keys": 1}  # fmt: skip
+    runs = {}
+    for fresh in (PLAIN, Freshness(early_refresh=1.0), Freshness(stale_while_revalidate=5.0)):
+        config = BenchConfig(ttls=(0.25,), load_ms=20, hot_keys=1, freshness=(fresh,), **kw)
+        runs[fresh.label] = run_combination(store, config, "cache-aside", 0.25, fresh)
+    plain, early, swr = runs["-"], runs["early=1"], runs["swr=5s"]
+    assert plain.expiries >= 3 and plain.hot_waits >= plain.expiries
+    assert plain.background_loads == 0 and plain.hot_p99_near_expiry_us >= 20_000  # type: ignore[operator]
+    for r in (early, swr):
+        assert r.background_loads >= 3 and r.clock == "real"
+        assert r.hot_waits <= r.expiries // 3, r  # a starved reload thread may miss one
+    assert swr.stale_revalidated >= 3
+
+
+def test_freshness_grid_and_options() -> None:
+    parse = cli._build_parser().parse_args
+    assert bench_cli._config(parse(["bench"])).freshness == (PLAIN,)
+    config = bench_cli._config(parse(["bench", "--freshness", "none,early", "swr"]))
+    assert config.freshness == (PLAIN, Freshness(1.0), Freshness(0.0, 60.0))
+    config = bench_cli._config(parse(["bench", "--early-refresh", "0.5,2", "--load-ms", "50"]))
+    assert config.freshness == (PLAIN, Freshness(0.5), Freshness(2.0)) and config.load_ms == 50
+    config = bench_cli._config(
+        parse(["bench", "--freshness", "early+swr", "--stale-while-revalidate", "30", "--ttl",
+               "60", "none"])
+    )  # fmt: skip
+    assert config.freshness == (Freshness(1.0, 30.0),)
+    combos = config.combinations()
+    assert ("cache-aside", 60.0, Freshness(1.0, 30.0)) in combos
+    assert ("cache-aside", None, PLAIN) in combos  # no expiry: nothing to refresh
+    assert len(combos) == 1 + 2 * 2
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--freshness", "fast"], "unknown freshness 'fast'"),
+        (["--early-refresh", "0"], "--early-refresh must be > 0"),
+        (["--stale-while-revalidate", "soon"], "--stale-while-revalidate must be numbers"),
+    ],
+)
+def test_bench_rejects_bad_freshness_options(
+    capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    assert cli.main([*SIM, *args]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_bench_compares_freshness_settings_in_table_and_json(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # the hot key read every 50 ms, TTL 5 s, loads of 200 ms (simulated)
+    trace = tmp_path / "hot.csv"
+    trace.write_text("".join(f"read,hot,{i * 0.05:.2f}\n" for i in range(600)) + "read,cold,30\n")
+    base = ["bench", "--workload", str(trace), "--ttl", "5", "--load-ms", "200", "--quiet",
+            "--strategies", "cache-aside", "--repeats", "1", "--hot-keys", "1",
+            "--freshness", "none,early,swr", "--stale-while-revalidate", "2"]  # fmt: skip
+    assert cli.main(base) == 0
+    out = capsys.readouterr().out
+    assert "freshness: plain TTL, early=1, swr=2s; hot keys: the 1 most read; a load takes its " \
+        "real time + 200 ms (simulated)" in out  # fmt: skip
+    for col in ("fresh", "hot p99 µs @exp", "hot waits/exp", "loads/key/TTL"):
+        assert col in out
+    assert re.search(r"^cache-aside\s+5s\s+early=1\s", out, re.M), out
+    assert "Freshness at cache-aside TTL 5s: plain TTL: hot p99 around expiry 200" in out
+    assert cli.main([*base, "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["config"]["freshness"] == ["-", "early=1", "swr=2s"]
+    rows = {row["freshness"]: row for row in doc["results"]}
+    assert rows["-"]["hot_waits_per_expiry"]["median"] >= 3
+    assert rows["-"]["hot_p99_near_expiry_us"]["median"] >= 200_000
+    for label in ("early=1", "swr=2s"):
+        assert rows[label]["hot_waits_per_expiry"]["median"] == 0
+        assert rows[label]["hot_p99_near_expiry_us"]["median"] < 200_000
+        (run,) = rows[label]["runs"]
+        assert run["background_loads"] >= 4 and run["freshness"] == label
+    for row in rows.values():
+        assert 0.9 <= row["loads_per_key_per_ttl"]["median"] <= 1.3
+    # hits tie (within half a point); stale-while-revalidate reloads no more than needed
+    assert doc["recommended"] == "cache-aside ttl=5s swr=2s"
+    assert (
+        "No setting makes fewer hot readers wait than the recommended one"
+        in (doc["recommendation"])
+    )
+
+
+def test_figures_that_do_not_apply_are_a_dash_and_null() -> None:
+    s = Spread.of([math.nan, math.nan])
+    assert not s.known and s.fmt(str) == "-" and s.as_dict()["median"] is None
+    assert Spread.of([math.nan, 2.0, 4.0]).as_dict() == {"median": 3.0, "min": 2.0, "max": 4.0}
+    row = _row("none", None, 0.0, 0.0, 1.0)
+    assert row.cell("loads_per_key_per_ttl") == "-"
+
+
+def test_recommendation_says_what_each_freshness_setting_did() -> None:
+    def fresh_row(f: Freshness, waits: int, p99: float, hit: float = 0.9) -> BenchRow:
+        runs = [
+            dataclasses.replace(
+                _run("write-through", 300, hit, 0.0, 0.1, ops_s=20_000),
+                early_refresh=f.early_refresh, stale_while_revalidate=f.stale_while_revalidate,
+                hot_waits=waits, expiries=10,
+                hot_p99_near_expiry_us=p99, loads_per_key_per_ttl=1.0,
+            )
+            for _ in range(3)
+        ]  # fmt: skip
+        return BenchRow("write-through", 300, runs, f)
+
+    rows = [
+        _row("none", None, 0.0, 0.0, 1.0),
+        fresh_row(PLAIN, 20, 50_000.0, hit=0.902),
+        fresh_row(Freshness(1.0), 0, 40.0),
+    ]
+    assert _pick(rows) is rows[1]  # the most hits: freshness does not change the ranking ...
+    text = recommend(rows, CFG)
+    assert "hot keys around expiry: p99 50.00 ms, 2 reads waiting for a load per expiry" in text
+    assert "Freshness at write-through TTL 300s: plain TTL: hot p99 around expiry 50.00 ms" in text
+    assert "early=1: hot p99 around expiry 40 µs, 0 waits per expiry" in text
+    # ... the text names the setting that spares the hot readers
+    assert "Fewest hot readers waiting for a load: early refresh (beta 1) (0 per expiry " \
+        "instead of 2)" in text  # fmt: skip
+    table = render_bench_table(rows, assess(rows, 0.01))
+    assert re.search(r"^write-through\s+300s\s+early=1\s.*\s40\.0\s+0\s+1\.00\s*$", table, re.M), (
+        table
+    )

@@ -360,7 +360,7 @@ def freshness_note(best: Verdict, verdicts: Sequence[Verdict]) -> str:
             )
     q = quiet.row
     if quiet is best or q["hot_waits_per_expiry"].median >= r["hot_waits_per_expiry"].median:
-        return text + ". The recommended setting also keeps hot readers from waiting the least."
+        return text + ". No setting makes fewer hot readers wait than the recommended one."
     return (
         text + f". Fewest hot readers waiting for a load: {_fresh_words(q.freshness)} "
         f"({q.cell('hot_waits_per_expiry')} per expiry instead of "
