@@ -100,3 +100,19 @@ def test_per_loop_resources_are_built_per_loop_and_disposed_in_it() -> None:
 
     asyncio.run(close())
     assert len(disposed) == 3
+
+
+def test_a_finished_loop_leaves_no_watchdog_behind() -> None:
+    import gc
+
+    async def command() -> None:
+        with Deadline(1):
+            await asyncio.sleep(0)
+
+    asyncio.run(command())
+    gc.collect()
+    before = len(_WATCHDOGS)
+    for _ in range(5):
+        asyncio.run(command())
+    gc.collect()
+    assert len(_WATCHDOGS) <= before

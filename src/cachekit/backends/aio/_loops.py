@@ -45,29 +45,32 @@ else:  # pragma: no cover - the test venv runs 3.11+; 3.10 tasks keep no count
 
 
 class _Watchdog:
-    """One per event loop: cancels the tasks of pending commands whose deadline has passed."""
+    """One per event loop: cancels the tasks of pending commands whose deadline has passed.
 
-    __slots__ = ("__weakref__", "armed", "loop", "pending")
+    It keeps no reference to its loop (the loop is the key of a weak mapping).
+    """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
+    __slots__ = ("__weakref__", "armed", "pending")
+
+    def __init__(self) -> None:
         self.pending: set[Deadline] = set()
         self.armed = False
 
-    def add(self, deadline: Deadline) -> None:
+    def add(self, deadline: Deadline, loop: asyncio.AbstractEventLoop) -> None:
         self.pending.add(deadline)
         if not self.armed:
             self.armed = True
-            self.loop.call_later(TICK, self.check)
+            loop.call_later(TICK, self.check)
 
     def check(self) -> None:
-        """Expire what is due; tick again while anything is pending."""
-        now = self.loop.time()
+        """Expire what is due; tick again while anything is pending (runs in the loop)."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
         for deadline in [d for d in self.pending if d.at <= now]:
             self.pending.discard(deadline)
             deadline.expire()
         if self.pending:
-            self.loop.call_later(TICK, self.check)
+            loop.call_later(TICK, self.check)
         else:
             self.armed = False
 
@@ -96,7 +99,7 @@ class Deadline:
         loop = asyncio.get_running_loop()
         watchdog = _WATCHDOGS.get(loop)
         if watchdog is None:
-            watchdog = _WATCHDOGS[loop] = _Watchdog(loop)
+            watchdog = _WATCHDOGS[loop] = _Watchdog()
         task = asyncio.current_task(loop)
         if task is None:  # pragma: no cover - awaited code always runs in a task
             raise RuntimeError("a command deadline needs a running task")
@@ -104,7 +107,7 @@ class Deadline:
         self.cancelling = _cancelling(task)
         self.at = loop.time() + self.seconds
         self.watchdog = watchdog
-        watchdog.add(self)
+        watchdog.add(self, loop)
         return self
 
     def expire(self) -> None:
