@@ -468,9 +468,19 @@ def test_client_error_answers_are_rejected() -> None:
 # ------------------------------------------------------------------ fork
 
 
-def _local_ports(backend: MemcachedBackend) -> set[int]:
+def _local_ports(drv: Twin, backend: Any) -> set[int]:
     """The local ports of the connections idle in the backend's pools."""
     ports: set[int] = set()
+    if drv.is_async:
+
+        async def idle_ports() -> set[int]:  # the pools of the running loop
+            for idle in drv.raw(backend)._idle().values():
+                for conn in idle:
+                    if not conn.transport.is_closing():
+                        ports.add(conn.transport.get_extra_info("sockname")[1])
+            return ports
+
+        return set(drv.run(idle_ports()))
     for client in backend._nodes.values():
         for conn in [*getattr(client, "_idle", ()), *client.client_pool.free]:
             if conn.sock is not None:
@@ -478,32 +488,33 @@ def _local_ports(backend: MemcachedBackend) -> set[int]:
     return ports
 
 
-def _child(cache: ck.Cache, number: int, parent_ports: set[int]) -> str:
+def _child(drv: Twin, cache: Any, number: int, parent_ports: set[int]) -> str:
     """What a forked child reports: its own keys written and read back, on its own sockets."""
+    drv = drv.in_child()
+    cache = drv.view(cache)
     wrong = 0
     for j in range(150):
         key, value = f"child{number}:{j}", f"{number}:{j}"
         cache.set(key, value)
         if cache.get(key) != value:
             wrong += 1
-    shared = _local_ports(cache.backend) & parent_ports  # type: ignore[arg-type]
+    shared = _local_ports(drv, cache.backend) & parent_ports
     stats = cache.stats()
     return f"wrong={wrong} errors={stats.errors} open={stats.circuit_open} shared={sorted(shared)}"
 
 
-# Sync only: an event loop and its connections cannot be carried across fork().
 @pytest.mark.parametrize("which", ["single", "pool"])
 def test_forked_children_use_their_own_connections(
-    memcached_url: str, memcached_pool_url: str, which: str
+    drv: Twin, memcached_url: str, memcached_pool_url: str, which: str
 ) -> None:
     url = memcached_url if which == "single" else memcached_pool_url
-    cache = ck.Cache.from_url(url, namespace="fork-" + uuid.uuid4().hex[:8], ttl=60)
+    cache = drv.from_url(url, namespace="fork-" + uuid.uuid4().hex[:8], ttl=60)
     try:
         cache.set_many({f"parent:{i}": i for i in range(30)})  # every node of a pool
         assert cache.get_many([f"parent:{i}" for i in range(30)]) == {
             f"parent:{i}": i for i in range(30)
         }
-        parent_ports = _local_ports(cache.backend)  # type: ignore[arg-type]
+        parent_ports = _local_ports(drv, cache.backend)
         assert parent_ports  # connections are idle in the pool, ready to be inherited
 
         children: list[tuple[int, int]] = []
@@ -514,7 +525,7 @@ def test_forked_children_use_their_own_connections(
                 report = "crashed"
                 try:
                     os.close(read)
-                    report = _child(cache, number, parent_ports)
+                    report = _child(drv, cache, number, parent_ports)
                 except BaseException as exc:
                     report = f"{type(exc).__name__}: {exc}"
                 finally:

@@ -191,6 +191,14 @@ class Twin:
     def close(self) -> None:
         """Release what the driver holds."""
 
+    def view(self, cache: Any) -> Any:
+        """The test body's face of a cache of this kind (the ``Cache`` itself, or a view)."""
+        raise NotImplementedError
+
+    def in_child(self) -> Twin:
+        """The driver a forked child uses (an event loop does not survive fork())."""
+        raise NotImplementedError
+
     def concurrently(
         self, n: int, fn: Callable[..., Any], *args: Any
     ) -> tuple[list[Any], list[BaseException]]:
@@ -324,6 +332,14 @@ class SyncTwin(Twin):
 
     def close(self) -> None:
         """Nothing to release."""
+
+    def view(self, cache: Any) -> Any:
+        """The ``Cache`` itself."""
+        return cache
+
+    def in_child(self) -> Twin:
+        """Threads' objects carry over a fork (the cache renews its locks)."""
+        return self
 
 
 # ---------------------------------------------------------------- async driver
@@ -605,6 +621,14 @@ class AsyncTwin(Twin):
     def close(self) -> None:
         """Cancel leftover tasks and close the loop (pools close with it)."""
         self.runner.close()
+
+    def view(self, cache: Any) -> Any:
+        """A view of the ``AsyncCache`` (or of the cache behind another view) on this loop."""
+        return AsyncView(self, self.raw(cache))
+
+    def in_child(self) -> Twin:
+        """A driver with a loop of its own: the parent's loop is not usable after fork()."""
+        return AsyncTwin()
 
 
 class BackendView:
