@@ -1,17 +1,18 @@
-"""One test body for ``Cache`` and ``AsyncCache``: the ``drv`` fixture and its two drivers.
+"""One test body for ``Cache`` and ``AsyncCache``: two drivers behind one interface, ``Twin``.
 
-A test takes ``drv`` (parametrized ``sync`` / ``async``) and builds its caches
-through it. The sync driver hands out real ``Cache`` objects and threads,
-untouched. The async driver hands out a blocking *view* of an ``AsyncCache``:
-``view.get(k)`` runs ``await acache.get(k)`` on the test's own event loop and
-returns the value; its decorators turn the plain test function into an
-``async def`` twin (same name, parameters and key) and decorate that. What
-runs "in the background" (a slow load, a waiting reader) is a thread for the
-sync driver and a task for the async one; tasks run whenever the test body
-waits (on an event, a join, or any call of a view), as they would on a busy
-event loop. Loaders are written once as plain functions and made async with
-``drv.loader(fn)``; ``started=`` and ``wait_for=`` let a loader signal that
-it runs and wait (blocking, or awaiting) for the test to let it finish.
+A twinned module declares a ``drv`` fixture over ``TWIN_KINDS`` (``yield from
+open_twin(kind)``) and builds its caches through it. The sync driver hands out
+real ``Cache`` objects and threads, untouched. The async driver hands out a
+blocking *view* of an ``AsyncCache``: ``view.get(k)`` runs ``await
+acache.get(k)`` on the test's own event loop and returns the value; its
+decorators turn the plain test function into an ``async def`` twin (same
+name, parameters and key) and decorate that. What runs "in the background"
+(a slow load, a waiting reader) is a thread for the sync driver and a task for
+the async one; tasks run whenever the test body waits (on an event, a join, or
+any call of a view), as they would on a busy event loop. Loaders are written
+once as plain functions and made async with ``drv.loader(fn)``; ``started=``
+and ``wait_for=`` let a loader signal that it runs and wait (blocking, or
+awaiting) until the test lets it finish.
 """
 
 from __future__ import annotations
@@ -107,7 +108,7 @@ def plain_to_async(
     return twin  # type: ignore[no-any-return]
 
 
-# ---------------------------------------------------------------- sync driver
+# ---------------------------------------------------------------- the interface
 
 
 class Handle:
@@ -214,6 +215,9 @@ class Twin:
             except BaseException as exc:
                 errors.append(exc)
         return results, errors
+
+
+# ---------------------------------------------------------------- sync driver
 
 
 class SyncTwin(Twin):
