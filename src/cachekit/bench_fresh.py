@@ -10,7 +10,11 @@ the reads of the hottest keys, and at the end computes:
   entry's expiry to one load duration after it, and at least the first read
   after it (the one that pays for a plain TTL's expiry, however sparse the
   reads). The reads just before expiry are hits under every setting: counting
-  them would only dilute the figure by the read rate;
+  them would only dilute the figure by the read rate, so of those within one
+  load before it only the ones that waited for a load count (an expiry is
+  counted from the end of the load that stored the entry, and on the
+  simulated clock the cache's clock runs up to a load ahead in the thread that
+  loads, so an entry may leave that much early);
 - **loads per hot key per TTL**: loader calls (foreground and background) per
   hot key per TTL of the run's window (about 1 for a key read more than once
   per TTL);
@@ -296,6 +300,10 @@ class FreshProbe:
                 first = bisect.bisect_left(times, e)
                 last = bisect.bisect_right(times, e + took)
                 chosen.update(range(first, max(last, first + 1)) if first < len(times) else ())
+                # the entry may leave up to a load early (see the module docstring): a read
+                # just before its expiry that waited for a load paid for it too
+                early = bisect.bisect_left(times, e - took)
+                chosen.update(i for i in range(early, first) if reads[i][2])
             near += [reads[i][1] * 1e6 for i in chosen]
             waits += sum(1 for i in chosen if reads[i][2] and not reads[i][3])
         near.sort()
