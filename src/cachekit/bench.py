@@ -12,6 +12,12 @@ detector, ``make_cache``). Two clocks:
 - **real**: worker threads replay operations for ``duration`` seconds (or
   ``ops`` operations); TTLs are real seconds.
 
+Every cached strategy and TTL runs with each freshness setting of
+``freshness`` (plain TTL, early refresh, stale-while-revalidate); the hottest
+keys' reads around expiry and their loads are watched by a
+``cachekit.bench_fresh.FreshProbe``. On the simulated clock the replay waits
+for the cache's background reloads before each next operation.
+
 Either way latency and throughput are what this machine did. Every
 combination runs ``repeats`` times (repeat ``r`` draws its workload with seed
 ``seed + r``), interleaved so that a slow moment of the machine touches every
