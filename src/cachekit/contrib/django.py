@@ -46,7 +46,7 @@ from django.core.exceptions import (  # type: ignore[import-untyped,import-not-f
 
 from .._async.cache import CACHE_OPTIONS
 from ..aio import AsyncCache
-from ..backends.aio import PerLoop
+from ..backends.aio._loops import PerLoop
 from ..backends.aio.memory import AsyncMemoryBackend
 from ..backends.base import MISSING
 from ..backends.memory import MemoryBackend
