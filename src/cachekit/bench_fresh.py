@@ -6,15 +6,19 @@ A ``FreshProbe`` watches one run: it wraps the loader (which key, on which
 thread, how long), tells the replayer whether a read waited for a load, keeps
 the reads of the hottest keys, and at the end computes:
 
-- **hot p99 around expiry**: the p99 latency of the hot keys' reads from an
-  entry's expiry to one load duration after it, and at least the first read
-  after it (the one that pays for a plain TTL's expiry, however sparse the
-  reads). The reads just before expiry are hits under every setting: counting
-  them would only dilute the figure by the read rate, so of those within one
-  load before it only the ones that waited for a load count (an expiry is
-  counted from the end of the load that stored the entry, and on the
-  simulated clock the cache's clock runs up to a load ahead in the thread that
-  loads, so an entry may leave that much early);
+- **hot p99 around expiry**: the p99 latency of the hot keys' reads around
+  each expiry of an entry: if a reader had to load the key because of it (its
+  load began at most one load duration before the expiry and less than half a
+  TTL after), the reads from that load's start to its end, and the readers
+  that missed just before it began and waited for it; otherwise (a background
+  reload replaced the entry, or a stale value was served) the reads from the
+  expiry to one load duration after it. Always the first read after the
+  expiry too (the one that pays for a plain TTL's expiry, however sparse the
+  reads). The window follows the reader's load rather than the nominal expiry
+  because the entry leaves a little early on the simulated clock (the cache's
+  clock runs up to a load ahead in the thread that loads) and a little late on
+  the real one (the store lags the load's end); the hits around it would only
+  dilute the figure by the read rate;
 - **loads per hot key per TTL**: loader calls (foreground and background) per
   hot key per TTL of the run's window (about 1 for a key read more than once
   per TTL);
@@ -22,9 +26,11 @@ the reads of the hottest keys, and at the end computes:
   loader, or arrived while a reader's load of that key ran), per expiry; the
   cold start (the key's first load) is not counted.
 
-An entry's expiry counts when it was reached: an entry that a reader's load or
-a write replaced (or dropped) before it expired does not count, one that a
-background reload replaced does (that is the expiry its readers were spared).
+An entry's expiry (counted from the end of the load that stored it) counts
+when it was reached: an entry that a write replaced or dropped, or that a
+reader found gone, more than one load before its expiry does not count; one
+that a background reload replaced does (that is the expiry its readers were
+spared).
 
 On the simulated clock a load takes its real time plus ``load_ms`` simulated
 milliseconds: the cache's clock (``FreshProbe.timer``) runs that much ahead in
@@ -153,8 +159,10 @@ class FreshProbe:
         # hot key -> [(time an entry was stored, the duration of the load that made it,
         # whether a background reload stored it)]
         self._stores: dict[int, list[tuple[float, float, bool]]] = defaultdict(list)
-        # hot key -> times a reader's load or a write replaced or dropped its entry
+        # hot key -> times a reader's load began or a write replaced or dropped its entry
         self._replaced: dict[int, list[float]] = defaultdict(list)
+        # hot key -> (start, end) of the loads readers ran
+        self._fg_loads: dict[int, list[tuple[float, float]]] = defaultdict(list)
         # hot key -> [(time the read started, latency s, waited, cold)]
         self._reads: dict[int, list[tuple[float, float, bool, bool]]] = defaultdict(list)
 
@@ -190,6 +198,7 @@ class FreshProbe:
                     self._inflight[key] += 1
                     self._fg_started[key] += 1
             t0 = perf()
+            begin = sim.now if sim is not None else t0
             try:
                 if extra and sim is None:
                     time.sleep(extra)  # a slower source, for real
@@ -214,8 +223,9 @@ class FreshProbe:
                     self._first_end.setdefault(key, end)
                     if key in self.hot:
                         self._stores[key].append((end, took, not fg))
-                        if fg:
-                            self._replaced[key].append(end)
+                        if fg:  # a reader found the entry gone when it began
+                            self._replaced[key].append(begin)
+                            self._fg_loads[key].append((begin, end))
                 if fg:
                     local.loaded = True
 
@@ -287,23 +297,34 @@ class FreshProbe:
             reads.sort()
             times = [r[0] for r in reads]
             replaced = sorted(self._replaced.get(key, ()))
+            fg = sorted(self._fg_loads.get(key, ()))
+            starts = [f[0] for f in fg]
             chosen: set[int] = set()
             for end, took, _ in self._stores.get(key, ()):
                 e = end + ttl
-                # an entry a reader's load or a write replaced (or dropped) before its expiry
-                # never reached it; one a background reload replaced did, for its readers
+                # an entry that a write replaced (or dropped), or that a reader found gone,
+                # well before its expiry never reached it; one a background reload replaced
+                # did, for its readers
                 r = bisect.bisect_right(replaced, end)
-                if r < len(replaced) and replaced[r] < e:
+                if r < len(replaced) and replaced[r] < e - took:
                     continue
                 if times and e <= times[-1]:
                     expiries += 1
                 first = bisect.bisect_left(times, e)
-                last = bisect.bisect_right(times, e + took)
-                chosen.update(range(first, max(last, first + 1)) if first < len(times) else ())
-                # the entry may leave up to a load early (see the module docstring): a read
-                # just before its expiry that waited for a load paid for it too
-                early = bisect.bisect_left(times, e - took)
-                chosen.update(i for i in range(early, first) if reads[i][2])
+                if first < len(times):
+                    chosen.add(first)
+                # the reader's load this expiry caused, if any: it may begin up to a load
+                # early (simulated clock, see above) or late (the store lags the load's end)
+                j = bisect.bisect_left(starts, e - took)
+                if j < len(fg) and fg[j][0] < e + ttl / 2:
+                    lo, hi = fg[j]
+                    # readers that missed just before the loader began waited for it too
+                    before = bisect.bisect_left(times, lo - took)
+                    start = bisect.bisect_left(times, lo)
+                    chosen.update(i for i in range(before, start) if reads[i][2])
+                else:
+                    lo, hi = e, e + took
+                chosen.update(range(bisect.bisect_left(times, lo), bisect.bisect_right(times, hi)))
             near += [reads[i][1] * 1e6 for i in chosen]
             waits += sum(1 for i in chosen if reads[i][2] and not reads[i][3])
         near.sort()
