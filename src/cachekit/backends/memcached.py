@@ -23,6 +23,11 @@ text protocol cannot carry verbatim is hashed, so a key can never inject a
 command. Values are bytes; values over ``max_value_size`` raise
 ``ValueTooLargeError`` before anything is sent (memcached drops the old item
 when an oversized ``set`` fails).
+
+This module routes commands to nodes and translates failures; next to it live
+the entry conversions (``memcached_items``), the pymemcache clients
+(``memcached_clients``), the deadline-bound sockets (``memcached_sockets``)
+and the URL and option parsing (``memcached_url``).
 """
 
 from __future__ import annotations
@@ -53,15 +58,22 @@ from ..errors import (
     BackendUnavailableError,
     CacheError,
     ConfigurationError,
-    SerializationError,
     ValueTooLargeError,
 )
 from ..keys import encode_key
 from .base import MISSING, Backend
 from .memcached_clients import _delete_counted, _drop_inherited, _FastPooledClient, _Process
-from .memcached_sockets import _deadline, _DeadlineTLS, _socket_module
+from .memcached_items import (
+    MAX_ABSOLUTE_EXPTIME,
+    MAX_KEY_BYTES,
+    MAX_RELATIVE_TTL,
+    memcached_expire,
+    memcached_key,
+)
 
 # The `name as name` imports are re-exports: aio/memcached.py imports them from here.
+from .memcached_items import _as_bytes as _as_bytes
+from .memcached_sockets import _deadline, _DeadlineTLS, _socket_module
 from .memcached_url import DEFAULT_PORT as DEFAULT_PORT
 from .memcached_url import _check_seconds as _check_seconds
 from .memcached_url import _parse_url, parse_servers
@@ -81,16 +93,9 @@ __all__ = [
 
 log = logging.getLogger("cachekit.memcached")
 
-#: memcached's key limit in bytes (the text protocol refuses longer keys).
-MAX_KEY_BYTES: Final = 250
 #: memcached's default item size is 1 MiB (``-I 1m``) for header + key + value;
 #: 512 bytes leave room for the item header and a 250-byte key.
 DEFAULT_MAX_VALUE_SIZE: Final = 1024 * 1024 - 512
-#: Expiry times above this many seconds are read by memcached as a unix timestamp.
-MAX_RELATIVE_TTL: Final = 60 * 60 * 24 * 30
-#: The latest absolute expiry memcached reads as such: it parses a signed 32-bit
-#: number, and a later time wraps into the past (the item is expired at once).
-MAX_ABSOLUTE_EXPTIME: Final = 2**31 - 1
 #: Deadline of one whole command (connect included), seconds.
 DEFAULT_TIMEOUT: Final = 0.25
 #: Key -> node choices remembered per pool: pymemcache's ring hashes in pure
@@ -114,61 +119,10 @@ def _rejected(exc: BaseException) -> bool:
     return isinstance(exc, MemcacheClientError) and not isinstance(exc, MemcacheUnknownCommandError)
 
 
-# ------------------------------------------------------------ conversions
-
-
-def memcached_expire(ttl: float | None, now: Callable[[], float] = time.time) -> int | None:
-    """Return memcached's ``exptime`` for ``ttl`` seconds, or ``None`` when the entry must go.
-
-    ``None`` and ``inf`` -> 0 (no expiry); ``ttl <= 0`` -> ``None`` (delete
-    instead of storing); sub-second TTLs round up to 1 s (memcached counts whole
-    seconds, and rounding down would give 0 = never expire); TTLs over 30 days
-    become an absolute unix time, because memcached reads larger numbers that
-    way, capped at ``MAX_ABSOLUTE_EXPTIME`` (January 2038) so that it never
-    wraps into the past.
-    """
-    if ttl is None or ttl == math.inf:
-        return 0
-    if ttl != ttl:  # NaN
-        raise ConfigurationError("ttl must be a number of seconds, not NaN")
-    if ttl <= 0:
-        return None
-    if ttl > MAX_RELATIVE_TTL:
-        at = now() + ttl
-        return MAX_ABSOLUTE_EXPTIME if at >= MAX_ABSOLUTE_EXPTIME else math.ceil(at)
-    return math.ceil(ttl)
-
-
-def memcached_key(key: str) -> str:
-    """Return the key memcached receives for ``key`` (printable ASCII, at most 250 bytes)."""
-    # the common case in C string methods: ASCII, printable and no space is
-    # exactly encode_key's "\x21-\x7e" (a hit should not pay for a regex)
-    if (
-        len(key) <= MAX_KEY_BYTES
-        and key.isascii()
-        and key.isprintable()
-        and " " not in key
-        and not key.startswith("~")
-    ):
-        return key
-    return encode_key(key, max_length=MAX_KEY_BYTES, ascii_only=True)
-
-
 def _node_name(server: Any) -> str:
     if isinstance(server, tuple) and len(server) == 2:
         return f"{server[0]}:{server[1]}"
     return str(server)
-
-
-def _as_bytes(key: str, value: Any) -> bytes:
-    if isinstance(value, bytes):
-        return value
-    if isinstance(value, (bytearray, memoryview)):
-        return bytes(value)
-    raise SerializationError(
-        f"MemcachedBackend stores bytes, got {type(value).__name__} for key {key!r}; "
-        "give the Cache a serializer"
-    )
 
 
 class MemcachedBackend(Backend):
