@@ -341,9 +341,9 @@ def _text(
         "cache); stale/1k reads = reads per 1,000 that returned a version already superseded "
         "by a write finished before the read started; p50/p95 = read latency; ops/s = all "
         "operations / wall time; hot p99 µs @exp = p99 latency of the hottest keys' reads "
-        "from an entry's expiry to one load after it (at least the first read after it); hot "
-        "waits/exp = those reads that waited for a load, per expiry (the cold start not "
-        "counted); "
+        "around an entry's expiry (the first after it, and those during the load it caused, or "
+        "within one load after it; see docs/bench.md); hot waits/exp = those reads that waited "
+        "for a load, per expiry (the cold start not counted); "
         "loads/key/TTL = loader calls per hot key per TTL of the window",
         "notes: 'TTL ≥ window' = the TTL is at least as long as the run: nothing expired, the "
         "row is not ranked; 'slower' = median ops/s more than 10% below no cache's (not "

@@ -9,8 +9,9 @@ the reads of the hottest keys, and at the end computes:
 - **hot p99 around expiry**: the p99 latency of the hot keys' reads around
   each expiry of an entry: if a reader had to load the key because of it (its
   load began at most one load duration before the expiry and less than half a
-  TTL after), the reads from that load's start to its end, and the readers
-  that missed just before it began and waited for it; otherwise (a background
+  TTL after, with no write of the key in between), the reads from that load's
+  start to its end, and the readers that missed just before it began and
+  waited for it; otherwise (a background
   reload replaced the entry, or a stale value was served) the reads from the
   expiry to one load duration after it. Always the first read after the
   expiry too (the one that pays for a plain TTL's expiry, however sparse the
@@ -161,8 +162,9 @@ class FreshProbe:
         self._stores: dict[int, list[tuple[float, float, bool]]] = defaultdict(list)
         # hot key -> times a reader's load began or a write replaced or dropped its entry
         self._replaced: dict[int, list[float]] = defaultdict(list)
-        # hot key -> (start, end) of the loads readers ran
+        # hot key -> (start, end) of the loads readers ran, and the times of writes
         self._fg_loads: dict[int, list[tuple[float, float]]] = defaultdict(list)
+        self._writes: dict[int, list[float]] = defaultdict(list)
         # hot key -> [(time the read started, latency s, waited, cold)]
         self._reads: dict[int, list[tuple[float, float, bool, bool]]] = defaultdict(list)
 
@@ -237,6 +239,7 @@ class FreshProbe:
             t = self.now()
             with self._lock:
                 self._replaced[key].append(t)
+                self._writes[key].append(t)
                 if stores:
                     self._stores[key].append((t, 0.0, False))
 
@@ -299,6 +302,7 @@ class FreshProbe:
             replaced = sorted(self._replaced.get(key, ()))
             fg = sorted(self._fg_loads.get(key, ()))
             starts = [f[0] for f in fg]
+            writes = sorted(self._writes.get(key, ()))
             chosen: set[int] = set()
             for end, took, _ in self._stores.get(key, ()):
                 e = end + ttl
@@ -316,7 +320,12 @@ class FreshProbe:
                 # the reader's load this expiry caused, if any: it may begin up to a load
                 # early (simulated clock, see above) or late (the store lags the load's end)
                 j = bisect.bisect_left(starts, e - took)
-                if j < len(fg) and fg[j][0] < e + ttl / 2:
+                w = bisect.bisect_left(writes, e - took)
+                if (
+                    j < len(fg)
+                    and fg[j][0] < e + ttl / 2
+                    and not (w < len(writes) and writes[w] < fg[j][0])  # a write's miss
+                ):
                     lo, hi = fg[j]
                     # readers that missed just before the loader began waited for it too
                     before = bisect.bisect_left(times, lo - took)
