@@ -10,12 +10,12 @@ Multi-process servers (gunicorn): each worker calls
 ``start_multiprocess_export(cache)``, which copies its counters every second
 into prometheus-client's multiprocess files (``PROMETHEUS_MULTIPROC_DIR``);
 the process that serves ``/metrics`` sums them with ``MultiProcessCollector``.
+That export lives in ``metrics_multiprocess``; import its names from here.
 See ``docs/metrics.md``.
 """
 
 from __future__ import annotations
 
-import atexit
 import inspect
 import logging
 import os
@@ -33,6 +33,9 @@ from .cache import Cache
 from .errors import ConfigurationError
 
 if TYPE_CHECKING:
+    from .metrics_multiprocess import MultiprocessExporter as MultiprocessExporter
+    from .metrics_multiprocess import export_multiprocess as export_multiprocess
+    from .metrics_multiprocess import start_multiprocess_export as start_multiprocess_export
     from .sqlalchemy.repository import CachedRepository
 
 try:
@@ -457,6 +460,8 @@ def serve_metrics(
 
 # ---------------------------------------------------------------- multi-process mode
 
+# The export itself is in metrics_multiprocess; the value class it writes with is
+# chosen here, next to the guarded prometheus-client import it comes from.
 _VALUE_CLASS: Any = None
 
 
@@ -476,116 +481,16 @@ def _value_class() -> Any:
     return _VALUE_CLASS
 
 
-class _MultiprocessWriter:
-    """Copies one cache's counters, as absolute values, into this process's multiprocess files."""
-
-    def __init__(self, cache: Cache) -> None:
-        self._cache = cache
-        self._labels = (cache.namespace, backend_label(cache.backend))
-        self._values: dict[tuple[str, tuple[str, ...]], Any] = {}
-        self._lock = threading.Lock()
-
-    def _value(
-        self,
-        metric: str,
-        sample: str,
-        names: tuple[str, ...],
-        values: tuple[str, ...],
-        typ: str,
-        doc: str,
-    ) -> Any:
-        key = (sample, values)
-        value = self._values.get(key)
-        if value is None:
-            mode = "livemax" if typ == "gauge" else ""
-            value = self._values[key] = _value_class()(
-                typ, metric, sample, names, values, doc, multiprocess_mode=mode
-            )
-        return value
-
-    def write(self) -> None:
-        with self._lock:
-            for name, extra, number in _samples(self._cache):
-                typ, doc, extra_names = _FAMILIES[name]
-                sample = name + "_total" if typ == "counter" else name
-                self._value(
-                    name, sample, (*_LABELS, *extra_names), (*self._labels, *extra), typ, doc
-                ).set(float(number))
-            hist = self._cache.load_duration
-            counts, total = hist.snapshot()
-            names = (*_LABELS, "le")
-            # buckets stay per-bucket here: MultiProcessCollector accumulates them
-            for bound, count in zip([*hist.buckets, float("inf")], counts, strict=True):
-                self._value(
-                    _DURATION,
-                    _DURATION + "_bucket",
-                    names,
-                    (*self._labels, _go_string(bound)),
-                    "histogram",
-                    _DURATION_HELP,
-                ).set(float(count))
-            self._value(
-                _DURATION, _DURATION + "_sum", _LABELS, self._labels, "histogram", _DURATION_HELP
-            ).set(total)
+_MULTIPROCESS = frozenset(
+    ("MultiprocessExporter", "export_multiprocess", "start_multiprocess_export")
+)
 
 
-_WRITERS: dict[int, _MultiprocessWriter] = {}
+def __getattr__(name: str) -> Any:
+    # The multiprocess export lives in metrics_multiprocess, which reads this module's
+    # families: its names stay importable from here, the module loaded on first use.
+    if name in _MULTIPROCESS:
+        from . import metrics_multiprocess
 
-
-def export_multiprocess(cache: Exported) -> None:
-    """Write a cache's or repository's counters now into this process's multiprocess files."""
-    cache = _counted(cache)
-    writer = _WRITERS.get(id(cache))
-    if writer is None or writer._cache is not cache:
-        writer = _WRITERS[id(cache)] = _MultiprocessWriter(cache)
-    writer.write()
-
-
-class MultiprocessExporter:
-    """A daemon thread that calls ``export_multiprocess`` every ``interval`` seconds."""
-
-    def __init__(self, caches: list[Exported], interval: float) -> None:
-        self.caches = [_counted(c) for c in caches]
-        self.interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(
-            target=self._run, name="cachekit-multiprocess-export", daemon=True
-        )
-
-    def start(self) -> MultiprocessExporter:
-        """Export once now, then every ``interval`` seconds, and once more at exit."""
-        self.export()
-        self._thread.start()
-        atexit.register(self.stop)
-        return self
-
-    def export(self) -> None:
-        """Write every cache's counters now."""
-        for cache in self.caches:
-            export_multiprocess(cache)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.export()
-            except Exception:  # a full disk must not kill the worker's export for good
-                log.exception("cachekit: multiprocess metrics export failed")
-
-    def stop(self) -> None:
-        """Stop the thread and write the final counts."""
-        if not self._stop.is_set():
-            self._stop.set()
-            if self._thread.is_alive():
-                self._thread.join()
-            atexit.unregister(self.stop)
-            self.export()
-
-
-def start_multiprocess_export(*caches: Exported, interval: float = 1.0) -> MultiprocessExporter:
-    """In a worker process, keep ``caches``' counters in the multiprocess files (every ``interval`` s)."""  # noqa: E501
-    if not caches:
-        raise ConfigurationError("start_multiprocess_export needs at least one cache")
-    if interval <= 0:
-        raise ConfigurationError("interval must be > 0 seconds")
-    _value_class()  # fail now, not in the thread, when the directory is not configured
-    return MultiprocessExporter(list(caches), interval).start()
+        return getattr(metrics_multiprocess, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
