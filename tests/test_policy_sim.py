@@ -52,7 +52,9 @@ def test_tinylfu_beats_lru_on_the_loop_trace() -> None:
     keys = read_trace(str(TRACES / "loop.trace.gz"))
     results = {r.policy: r.hit_ratio for r in simulate(keys, [1000], ["lru", "tinylfu"])}
     assert results["lru"] == 0.0  # a loop of 1,500 keys through 1,000 slots: LRU never hits
-    assert results["tinylfu"] > 0.5
+    # Issue 13 asks for LRU + 20 points; str hashes are salted per process, which moves
+    # tinylfu between about 0.42 and 0.62 on this trace (0.666 is optimal).
+    assert results["tinylfu"] > 0.35
 
 
 def test_tinylfu_beats_lru_on_the_zipf_trace() -> None:
