@@ -958,3 +958,23 @@ def test_recommendation_says_what_each_freshness_setting_did() -> None:
     assert re.search(r"^write-through\s+300s\s+early=1\s.*\s40\.0\s+0\s+1\.00\s*$", table, re.M), (
         table
     )
+
+
+def test_bench_freshness_on_the_real_clock_end_to_end(capsys: pytest.CaptureFixture[str]) -> None:
+    code = cli.main(
+        [*TINY, "--ttl", "0.1", "--freshness", "none", "swr", "--stale-while-revalidate", "1",
+         "--load-ms", "5", "--hot-keys", "3", "--strategies", "none,cache-aside", "--json"]
+    )  # fmt: skip
+    assert code == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["config"]["load_ms"] == 5 and doc["config"]["hot_keys"] == 3
+    none, plain, swr = doc["results"]
+    assert none["loads_per_key_per_ttl"]["median"] is None  # no cache: nothing expires
+    assert (plain["freshness"], swr["freshness"]) == ("-", "swr=1s")
+    assert swr["label"] == "cache-aside ttl=0.1s swr=1s"
+    for row in (plain, swr):
+        (run,) = row["runs"]
+        assert run["clock"] == "real" and run["hot_keys"] == 3 and run["hot_reads"] > 0
+        assert run["expiries"] > 0 and row["loads_per_key_per_ttl"]["median"] > 0
+    assert swr["runs"][0]["refreshes_started"] > 0 and swr["runs"][0]["background_loads"] > 0
+    assert plain["runs"][0]["background_loads"] == 0
