@@ -175,7 +175,10 @@ def test_async_cache_and_coalesced_loads(namespace: str, redis_url: str) -> None
             return 7
 
         waiting = [asyncio.ensure_future(acache.get_or_load("k", load)) for _ in range(4)]
-        await asyncio.sleep(0.05)
+        for _ in range(500):  # until the other three wait for the first one's load
+            if acache.stats().coalesced == 3:
+                break
+            await asyncio.sleep(0.01)
         gate.set()
         assert await asyncio.gather(*waiting) == [7, 7, 7, 7]
         await acache.get("k")
