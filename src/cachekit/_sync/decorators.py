@@ -28,6 +28,7 @@ from ..backends.base import MISSING
 from ..core.calls import KeySpec, check_kind, is_method, key_builder
 from ..core.fresh import Fresh
 from ..errors import ConfigurationError
+from ..keys import MAX_KEY_LENGTH
 from ..policies import DEFAULT_TTL, TTLLike, as_ttl
 from .primitives import IS_ASYNC
 
@@ -124,10 +125,25 @@ def _make_wrapper(helpers: CachedFunction[P, R]) -> Callable[P, R]:
     func, ttl, key_of, cache_if = helpers.func, helpers.ttl, helpers.key_of, helpers.cache_if
     cache = helpers.cache
     lookup, load, full_key, serve = cache._lookup, cache._load, cache._full, cache._serve_fresh
+    ns, backend_get, hit, miss = cache._ns, cache._backend_get, cache._hit, cache._miss
+    # In process with no serializer, a hit is a dict lookup: do _lookup's fast path here,
+    # one call less per hit (about a tenth of it). Anything else takes _lookup.
+    inline = not cache._decodes
+    missing, fresh, longest = MISSING, Fresh, MAX_KEY_LENGTH  # closure cells beat globals
 
     @functools.wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         key = key_of(args, kwargs)
+        if inline and not cache._slow:
+            full = ns.prefix + key
+            if len(full) <= longest:
+                value = backend_get(full)
+                if value is missing:
+                    miss()
+                    return load(full, lambda: func(*args, **kwargs), ttl, cache_if=cache_if)
+                if type(value) is not fresh:
+                    hit()
+                    return value  # type: ignore[no-any-return]
         value = lookup(key)
         if value is not MISSING:
             if type(value) is Fresh:  # freshness data: maybe reload it behind the caller
