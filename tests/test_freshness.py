@@ -284,3 +284,29 @@ def test_prometheus_exports_the_freshness_counters(clock: FakeClock) -> None:
     assert f'cachekit_stale_revalidated_total{{backend="memory",cache="{ns}"}} 1.0' in text
     completed = f'cachekit_refreshes_total{{backend="memory",cache="{ns}",outcome="completed"}}'
     assert f"{completed} 1.0" in text
+
+
+def test_an_early_reload_that_ends_after_expiry_is_not_lost(
+    redis_url: str, pinned: None
+) -> None:
+    # Real time: the entry expires at 1 s; a hit 0.2 s before triggers a reload that
+    # takes 0.3 s. The backend keeps the entry past its serving window, so the reload's
+    # compare-and-set over it still lands (before, Redis had dropped it: value lost).
+    cache = ck.Cache.from_url(redis_url, namespace=_ns(), ttl=ck.TTL(1, early_refresh=1.0))
+    calls: list[int] = []
+
+    def load() -> int:
+        time.sleep(0.3)
+        calls.append(1)
+        return len(calls)
+
+    try:
+        assert cache.get_or_load("k", load) == 1
+        time.sleep(0.8)  # stored at +0.3 s, expires at +1.3 s: 0.2 s left, within 0.3 s: due
+        assert cache.get_or_load("k", load) == 1
+        assert cache.stats().refreshes_started == 1
+        _settle(cache, "refreshes_completed", 1)
+        assert cache.get("k") == 2  # the reload landed
+        assert len(calls) == 2
+    finally:
+        cache.close()

@@ -131,12 +131,7 @@ def freshness_grid(
 
 def reloads_pending(cache: Any) -> bool:
     """Whether ``cache`` has background reloads started and not yet over."""
-    started = getattr(cache, "_c_refresh_started", None)
-    if started is not None:  # the counters stats() reads, without building a Stats
-        over = cache._c_refresh_done.value + cache._c_refresh_failed.value
-        return bool(started.value > over)
-    s = cache.stats()
-    return bool(s.refreshes_started > s.refreshes_completed + s.refreshes_failed)
+    return bool(cache.reloads_pending())
 
 
 class FreshProbe:

@@ -137,6 +137,11 @@ class AsyncReads(AsyncGuard):
             if raw is MISSING:
                 self._miss()
                 return MISSING
+        if type(raw) is Fresh and self._wall() >= raw.served_until():
+            # kept a little longer only so a reload in flight can replace it: a miss
+            # (a get_or_load then waits for that reload instead of loading again)
+            self._miss()
+            return MISSING
         self._hit()
         if self._stale is not None:
             self._stale.keep(full, raw.value if type(raw) is Fresh else raw)
@@ -204,14 +209,20 @@ class AsyncReads(AsyncGuard):
                 if loads is None:
                     if isinstance(raw, bytes) and raw.startswith(LEASE_MARK):
                         continue  # a load in progress: a miss
-                    out[fulls[full]] = raw.value if type(raw) is Fresh else raw
+                    out[fulls[full]] = raw
                 else:
-                    value = from_stored(loads(full, raw))
-                    out[fulls[full]] = value.value if type(value) is Fresh else value
+                    out[fulls[full]] = from_stored(loads(full, raw))
             except Exception:  # a lease, or a corrupt entry: counted and logged
                 value = self._decode(full, raw)
                 if value is not MISSING:
-                    out[fulls[full]] = value.value if type(value) is Fresh else value
+                    out[fulls[full]] = value
+        if any(type(v) is Fresh for v in out.values()):
+            now = self._wall()  # freshness data: drop the entries past their serving window
+            out = {
+                k: v.value if type(v) is Fresh else v
+                for k, v in out.items()
+                if type(v) is not Fresh or now < v.served_until()
+            }
         for _ in range(len(out)):
             self._hit()
         for _ in range(len(keys) - len(out)):

@@ -194,6 +194,10 @@ class AsyncState:
 
         return secrets.token_hex(4)
 
+    def reloads_pending(self) -> bool:
+        """Whether background reloads (early refresh, stale-while-revalidate) are running."""
+        return bool(self._reloading)
+
     def _error_counter(self, operation: str) -> Counter:
         c = self._errors.get(operation)
         if c is None:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 from ..core.cells import KeyWrites, Write
-from ..core.fresh import Fresh, to_stored
+from ..core.fresh import Fresh, grace, to_stored
 from ..core.leases import LEASE_MARK
 from ..errors import (
     BackendRejectedError,
@@ -62,14 +62,16 @@ class Writes(Reads):
             return self._encode(value, full, key), self._ttl_seconds(ttl)
         seconds = t.sample()
         assert seconds is not None  # a refreshing TTL always has seconds
-        entry = Fresh(value, self._wall() + seconds, delta, t.early_refresh)
+        entry = Fresh(
+            value, self._wall() + seconds, delta, t.early_refresh, t.stale_while_revalidate
+        )
         if self._dumps is None and not self._remote:
             # in process: the envelope itself is stored, and hits take the careful path
             self._careful = self._slow = True
             data: Any = entry
         else:
             data = self._encode(to_stored(entry), full, key)
-        return data, seconds + t.stale_while_revalidate
+        return data, seconds + t.stale_while_revalidate + grace(entry)
 
     def _mark_flight(self, full: str) -> None:
         """Void a load of ``full`` in progress: its result may be older than this write."""

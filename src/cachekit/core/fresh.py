@@ -25,15 +25,23 @@ _random = random.Random()
 
 
 class Fresh:
-    """A cached value with its logical expiry, last load duration and XFetch beta."""
+    """A cached value with its logical expiry, last load duration, XFetch beta and stale window."""
 
-    __slots__ = ("beta", "delta", "expires", "value")
+    __slots__ = ("beta", "delta", "expires", "stale", "value")
 
-    def __init__(self, value: Any, expires: float, delta: float, beta: float) -> None:
+    def __init__(
+        self, value: Any, expires: float, delta: float, beta: float, stale: float = 0.0
+    ) -> None:
         self.value = value
         self.expires = expires
         self.delta = delta
         self.beta = beta
+        #: Seconds past ``expires`` the value may still be served (stale-while-revalidate).
+        self.stale = stale
+
+    def served_until(self) -> float:
+        """Past this time the value is never returned (it may linger in the backend a bit)."""
+        return self.expires + self.stale
 
     def __repr__(self) -> str:
         return f"Fresh({self.value!r}, expires={self.expires}, delta={self.delta})"
@@ -41,15 +49,25 @@ class Fresh:
 
 def to_stored(entry: Fresh) -> list[Any]:
     """The envelope as a serializer-friendly list."""
-    return [FRESH_TAG, entry.value, entry.expires, entry.delta, entry.beta]
+    return [FRESH_TAG, entry.value, entry.expires, entry.delta, entry.beta, entry.stale]
 
 
 def from_stored(value: Any) -> Any:
     """``value`` as a ``Fresh`` if it is a stored envelope, else unchanged."""
-    if type(value) is list and len(value) == 5 and value[0] == FRESH_TAG:
-        _, inner, expires, delta, beta = value
-        return Fresh(inner, float(expires), float(delta), float(beta))
+    if type(value) is list and len(value) == 6 and value[0] == FRESH_TAG:
+        _, inner, expires, delta, beta, stale = value
+        return Fresh(inner, float(expires), float(delta), float(beta), float(stale))
     return value
+
+
+def grace(entry: Fresh) -> float:
+    """Seconds the backend keeps an early-refreshed entry past its serving window.
+
+    A background reload compares-and-sets over the entry it started from: if
+    the backend dropped that entry while the reload ran, the reload's value
+    would be lost. The entry is kept this long (never served) so it is there.
+    """
+    return max(1.0, 4 * entry.delta) if entry.beta else 0.0
 
 
 def due(entry: Fresh, now: float) -> bool:
