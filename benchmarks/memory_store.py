@@ -38,8 +38,8 @@ from typing import Any
 import cachetools
 
 import cachekit as ck
+from cachekit.advisor.policy_sim import synthetic
 from cachekit.backends.base import MISSING
-from cachekit.policy_sim import synthetic
 
 TTL = 300.0
 

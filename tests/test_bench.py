@@ -21,9 +21,8 @@ from typing import Any
 
 import pytest
 
-from cachekit import bench_cli, cli
-from cachekit.backends import MISSING, Backend, backend_from_url
-from cachekit.bench import (
+from cachekit.advisor import bench_cli, cli
+from cachekit.advisor.bench import (
     BenchConfig,
     BenchResult,
     SimExpiryBackend,
@@ -35,9 +34,16 @@ from cachekit.bench import (
     run_bench,
     run_combination,
 )
-from cachekit.bench_fresh import PLAIN, Freshness
-from cachekit.bench_report import BenchRow, Spread, assess, pick, recommend, render_bench_table
-from cachekit.workload import (
+from cachekit.advisor.bench_fresh import PLAIN, Freshness
+from cachekit.advisor.bench_report import (
+    BenchRow,
+    Spread,
+    assess,
+    pick,
+    recommend,
+    render_bench_table,
+)
+from cachekit.advisor.workload import (
     BYPASS,
     READ,
     WRITE,
@@ -47,7 +53,8 @@ from cachekit.workload import (
     StaleReadDetector,
     ZipfSampler,
 )
-from cachekit.workload_db import SqlUserStore
+from cachekit.advisor.workload_db import SqlUserStore
+from cachekit.backends import MISSING, Backend, backend_from_url
 
 TINY = ["bench", "--keys", "200", "--real-clock", "--duration", "0.3", "--threads", "2", "--quiet",
         "--repeats", "1"]  # fmt: skip
@@ -751,7 +758,8 @@ def test_bench_on_postgresql_drops_its_table(
 
 def test_importing_cachekit_and_the_bench_engine_pulls_in_no_sqlalchemy_or_matplotlib() -> None:
     code = (
-        "import sys, cachekit, cachekit.bench, cachekit.bench_report, cachekit.cli; "
+        "import sys, cachekit, cachekit.advisor.bench, cachekit.advisor.bench_report; "
+        "import cachekit.advisor.cli; "
         "bad = [m for m in ('sqlalchemy', 'matplotlib') if m in sys.modules]; "
         "assert not bad, bad"
     )
@@ -843,7 +851,8 @@ def test_real_clock_hot_key_waits_show_without_freshness_and_not_with_it(
     assert plain.expiries >= 3 and plain.hot_waits >= plain.expiries
     assert plain.background_loads == 0 and plain.hot_p99_near_expiry_us >= 20_000  # type: ignore[operator]
     for r in (early, swr):
-        assert r.background_loads >= 3 and r.clock == "real"
+        # (the last reload may still be running when the run ends)
+        assert r.background_loads >= 2 and r.refreshes_started >= 3 and r.clock == "real"
         # a reload thread starved by a busy machine may miss an expiry now and then
         assert r.hot_waits < plain.hot_waits and r.hot_waits <= max(1, r.expiries // 2), r
     assert swr.stale_revalidated >= 3

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from cachekit import cli
+from cachekit.advisor import cli
 
 TINY = ["demo", "--rows", "200", "--ops", "400", "--quiet", "--seed", "3"]
 

@@ -15,8 +15,8 @@ from collections.abc import Iterator
 import pytest
 
 import cachekit as ck
-from cachekit import cli
-from cachekit.ops import mask_url, parse_metrics, scrub
+from cachekit.advisor import cli
+from cachekit.advisor.ops import mask_url, parse_metrics, scrub
 
 from .faultkit import StallServer, free_port
 
@@ -269,11 +269,12 @@ def test_a_flush_that_fails_midway_is_still_one_line(redis_url: str, namespace: 
     # the server answers the first look, then refuses the version bump: the Cache's own
     # warning log must not add lines to the one-line error
     code = (
-        "import sys, cachekit as ck, cachekit.cache as c, cachekit.cli\n"
+        "import sys, cachekit as ck, cachekit.cache as c, cachekit.advisor.cli\n"
         "def gone(self):\n"
         "    raise ck.BackendUnavailableError('Redis SET failed: ConnectionError: gone')\n"
         "c.Cache._bump_namespace = gone\n"
-        f"sys.exit(ck.cli.main(['flush', {redis_url!r}, '--namespace', {namespace!r}, '--yes']))\n"
+        "main = ck.advisor.cli.main\n"
+        f"sys.exit(main(['flush', {redis_url!r}, '--namespace', {namespace!r}, '--yes']))\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2, proc.stderr

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 import cachekit as ck
-from cachekit import policy_sim
-from cachekit.policy_sim import optimal_hits, read_trace, simulate, synthetic
+from cachekit.advisor import policy_sim
+from cachekit.advisor.policy_sim import optimal_hits, read_trace, simulate, synthetic
 
 TRACES = Path(__file__).parent / "traces"
 

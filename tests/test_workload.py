@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cachekit.workload import (
+from cachekit.advisor.workload import (
     BYPASS,
     READ,
     STRATEGIES,
@@ -23,7 +23,7 @@ from cachekit.workload import (
     run_scenario,
     summarize,
 )
-from cachekit.workload_db import SqlUserStore
+from cachekit.advisor.workload_db import SqlUserStore
 
 
 @pytest.fixture

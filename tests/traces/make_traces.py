@@ -3,7 +3,7 @@
     .venv/bin/python tests/traces/make_traces.py
 
 Each file is gzip text, one key per line, 20,000 accesses, made by
-``cachekit.policy_sim.synthetic`` (see its docstring for what each holds).
+``cachekit.advisor.policy_sim.synthetic`` (see its docstring for what each holds).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import gzip
 from pathlib import Path
 
-from cachekit.policy_sim import synthetic
+from cachekit.advisor.policy_sim import synthetic
 
 HERE = Path(__file__).parent
 NAMES = ("zipf", "loop", "scan", "recency")

@@ -30,9 +30,9 @@ from pathlib import Path
 
 import cachetools
 
-from .backends.base import MISSING
-from .backends.memory import MemoryBackend
-from .errors import ConfigurationError
+from ..backends.base import MISSING
+from ..backends.memory import MemoryBackend
+from ..errors import ConfigurationError
 
 __all__ = ["POLICY_NAMES", "SimResult", "main", "read_trace", "simulate", "synthetic"]
 

@@ -42,12 +42,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from .backends import backend_from_url
-from .backends.base import Backend
+from ..backends import backend_from_url
+from ..backends.base import Backend
+from ..cache import Cache
 from .bench_fresh import PLAIN, Freshness, FreshProbe, reloads_pending
 from .bench_sim import BackendWrapper, SimExpiryBackend
 from .bench_trace import Trace, TraceError, parse_trace, read_trace
-from .cache import Cache
 from .workload import (
     READ,
     STRATEGIES,

@@ -200,8 +200,8 @@ class SqlUserStore:
         """
         from sqlalchemy import orm
 
-        from .policies import WriteThrough
-        from .sqlalchemy import CachedRepository
+        from ..policies import WriteThrough
+        from ..sqlalchemy import CachedRepository
 
         class UserRow:
             """A user row (mapped imperatively onto the demo's table)."""

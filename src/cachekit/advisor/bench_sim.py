@@ -7,7 +7,7 @@ import struct
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from .backends.base import MISSING, Backend, SupportsCompareAndSet
+from ..backends.base import MISSING, Backend, SupportsCompareAndSet
 
 __all__ = ["BackendWrapper", "SimExpiryBackend"]
 

@@ -10,7 +10,7 @@ import textwrap
 import uuid
 from typing import Any, TextIO
 
-from .cli import Progress, _db_url, _fraction, _positive_int, _split, _ttl, add_workload_arguments
+from .args import Progress, _db_url, _fraction, _positive_int, _split, _ttl, add_workload_arguments
 
 __all__ = ["REAL_DEFAULTS", "SIMULATED_DEFAULTS", "add_bench_arguments", "run_bench_command"]
 

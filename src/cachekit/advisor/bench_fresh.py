@@ -56,7 +56,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from .policies import TTL
+from ..policies import TTL
 from .workload import SimClock, percentile
 
 __all__ = [

@@ -26,9 +26,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, NamedTuple, Protocol
 from urllib.parse import urlsplit
 
-from .backends import Backend, backend_from_url
-from .cache import Cache
-from .policies import NO_EXPIRY, TTL, CacheAside, Policy, WriteThrough
+from ..backends import Backend, backend_from_url
+from ..cache import Cache
+from ..policies import NO_EXPIRY, TTL, CacheAside, Policy, WriteThrough
 
 __all__ = [
     "DEMO_STRATEGIES",

@@ -21,11 +21,11 @@ from collections.abc import Callable
 from typing import Any, TextIO
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
-from .backends import MISSING, Backend, backend_from_url
-from .backends.base import SupportsServerStats
-from .cache import LEASE_MARK
-from .errors import BackendUnavailableError, CacheError, ConfigurationError
-from .keys import MAX_KEY_LENGTH, encode_key
+from ..backends import MISSING, Backend, backend_from_url
+from ..backends.base import SupportsServerStats
+from ..cache import LEASE_MARK
+from ..errors import BackendUnavailableError, CacheError, ConfigurationError
+from ..keys import MAX_KEY_LENGTH, encode_key
 
 __all__ = ["COMMANDS", "add_ops_commands", "mask_url", "run_ops_command", "scrub"]
 
@@ -302,14 +302,14 @@ def _list_keys(args: argparse.Namespace, backend: Backend, prefix: str, out: Tex
 
 def _serializer(args: argparse.Namespace) -> Any:
     if args.serializer == "json":
-        from .serializers import JsonSerializer
+        from ..serializers import JsonSerializer
 
         return JsonSerializer()
     if args.serializer == "pickle":
         secret = args.pickle_key or os.environ.get("CACHEKIT_PICKLE_KEY")
         if not secret:
             raise _Failed("--serializer pickle needs --pickle-key or CACHEKIT_PICKLE_KEY")
-        from .serializers import PickleSerializer
+        from ..serializers import PickleSerializer
 
         try:
             return PickleSerializer(secret.encode())
@@ -333,7 +333,7 @@ def _memcached_ttl(node: str, full: str) -> str:
     """Ask memcached's meta protocol (1.6+) for the TTL left; say so when it cannot tell."""
     from pymemcache.client.base import Client
 
-    from .backends.memcached import memcached_key
+    from ..backends.memcached import memcached_key
 
     host, _, port = node.rpartition(":")
     client = Client((host.strip("[]"), int(port)), connect_timeout=TIMEOUT, timeout=TIMEOUT)
@@ -483,7 +483,7 @@ def _flush(args: argparse.Namespace, out: TextIO, err: TextIO, stdin: TextIO) ->
         if stdin.readline().strip().lower() not in ("y", "yes"):
             err.write("not flushed\n")
             return 1
-    from .cache import Cache
+    from ..cache import Cache
 
     options: dict[str, Any] = {"fail_open": False}
     scheme = urlsplit(args.url).scheme.lower()
