@@ -55,6 +55,8 @@ def test_demo_json_is_parseable_with_the_expected_fields(
         "write-through ttl=none",
         "repository ttl=10s",
         "repository ttl=none",
+        "asyncio ttl=10s",
+        "asyncio ttl=none",
     ]
     fields = {
         "strategy", "ttl", "hit_ratio", "db_queries", "db_reads", "db_writes", "p50_us",
@@ -73,7 +75,7 @@ def test_demo_json_is_parseable_with_the_expected_fields(
 def test_demo_without_bypass_writes_reads_nothing_stale(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main([*TINY, "--json", "--bypass-writes", "0", "--write-ratio", "0.2"]) == 0
     doc = json.loads(capsys.readouterr().out)
-    assert [r["stale_reads"] for r in doc["results"]] == [0] * 7  # none + 3 strategies x 2 TTLs
+    assert [r["stale_reads"] for r in doc["results"]] == [0] * 9  # none + 4 strategies x 2 TTLs
     assert "every write went through the cache" in doc["reading"]
 
 
@@ -215,6 +217,7 @@ def test_demo_over_a_remote_backend(
         "cache-aside ttl=60s",
         "write-through ttl=60s",
         "repository ttl=60s",
+        "asyncio ttl=60s",
     ]
     for r in cached:
         assert r["cache_errors"] == 0  # rows round-trip through the JSON serializer
@@ -232,3 +235,13 @@ def test_demo_repository_row_matches_write_through(capsys: pytest.CaptureFixture
     assert repo["hit_ratio"] == pytest.approx(wt["hit_ratio"], abs=0.01)
     assert repo["stale_reads"] == wt["stale_reads"]
     assert repo["db_reads"] >= wt["db_reads"]
+
+
+def test_the_asyncio_row_matches_cache_aside(capsys: pytest.CaptureFixture[str]) -> None:
+    # the same operations through an AsyncCache: the same hits, loads and stale reads
+    code = cli.main([*TINY, "--json", "--ttl", "10", "--strategies", "cache-aside,asyncio"])
+    assert code == 0
+    aside, aio = json.loads(capsys.readouterr().out)["results"]
+    assert aio["strategy"] == "asyncio"
+    for field in ("hit_ratio", "db_queries", "stale_reads"):
+        assert aio[field] == aside[field], field

@@ -51,8 +51,9 @@ __all__ = [
 
 #: Strategy names, in the order they are reported.
 STRATEGIES: tuple[str, ...] = ("none", "cache-aside", "write-through")
-#: The demo also runs write-through through ``cachekit.sqlalchemy.CachedRepository``.
-DEMO_STRATEGIES: tuple[str, ...] = (*STRATEGIES, "repository")
+#: The demo also runs write-through through ``cachekit.sqlalchemy.CachedRepository``, and
+#: cache-aside through an ``AsyncCache`` (``asyncio``: the same reads and writes, awaited).
+DEMO_STRATEGIES: tuple[str, ...] = (*STRATEGIES, "repository", "asyncio")
 
 READ, WRITE, BYPASS = "read", "write", "bypass"
 
@@ -266,6 +267,51 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
     return sorted_values[min(rank, len(sorted_values)) - 1]
 
 
+def _async_functions(
+    cache: Cache, load_user: Callable[[int], Any], save_user: Callable[[int, int], Any]
+) -> tuple[Callable[[int], Any], Callable[[int, int], Any], Any, Callable[[], None]]:
+    """The demo's reads and writes through an ``AsyncCache`` twin of ``cache`` (same store,
+    clock and policy, its own namespace), each run to completion on one event loop."""
+    import asyncio
+
+    from ..aio import AsyncCache
+    from ..backends.aio import async_backend_from_url
+    from ..backends.aio.memory import AsyncMemoryBackend
+    from ..backends.memory import MemoryBackend
+
+    backend: Any = cache.backend
+    if isinstance(backend, MemoryBackend):
+        abackend: Any = AsyncMemoryBackend(backend)
+    else:
+        address = backend.server_address or ""
+        abackend = async_backend_from_url(address)
+    acache = AsyncCache(
+        abackend, namespace=cache.namespace + "-async", policy=cache.policy, timer=cache._timer
+    )
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(acache.clear())
+
+    @acache.cached(key="user:{user_id}")
+    async def aload(user_id: int) -> Any:
+        return load_user(user_id)
+
+    @acache.writes(key="user:{user_id}")
+    async def asave(user_id: int, value: int) -> Any:
+        return save_user(user_id, value)
+
+    def close() -> None:
+        if not isinstance(backend, MemoryBackend):  # its own connections (the store is shared)
+            loop.run_until_complete(acache.aclose())
+        loop.close()
+
+    return (
+        lambda user_id: loop.run_until_complete(aload(user_id)),
+        lambda user_id, value: loop.run_until_complete(asave(user_id, value)),
+        acache,
+        close,
+    )
+
+
 def make_cache(
     url: str,
     strategy: str,
@@ -397,19 +443,28 @@ def run_scenario(
     def save_user(user_id: int, value: int) -> dict[str, Any]:
         return store.save(user_id, value, clock.now)
 
-    read, write = load_user, save_user
+    read: Callable[[int], Any] = load_user
+    write: Callable[[int, int], Any] = save_user
+    closers: list[Callable[[], None]] = []
+    stats_of: Callable[[], Any]
     if strategy != "none":
         ns = f"demo-{strategy}-ttl-{'none' if ttl is None else f'{ttl:g}'}"
         cache = make_cache(cache_url, strategy, ttl, clock, ns)
         if on_cache is not None:
             on_cache(cache)
-        if strategy == "repository":
+        if strategy == "asyncio":
+            read, write, acache, close = _async_functions(cache, load_user, save_user)
+            closers.append(close)
+            if on_repository is not None:
+                on_repository(acache)  # exported beside the others (its own namespace)
+            stats_of = acache.stats
+        elif strategy == "repository":
             # the same table through an ORM model and CachedRepository (write-through,
             # version-guarded by the table's version column)
             read, write, repo = store.repository(cache, lambda: clock.now)  # type: ignore[attr-defined]
             if on_repository is not None:
                 on_repository(repo)  # its counters are its own (the parent cache reads 0)
-            stats_of: Callable[[], Any] = repo.stats  # its rows live in a child namespace
+            stats_of = repo.stats  # its rows live in a child namespace
         else:
             read = cache.cached(key="user:{user_id}")(load_user)
             write = cache.writes(key="user:{user_id}")(save_user)
@@ -439,7 +494,11 @@ def run_scenario(
     if progress is not None:
         progress(len(ops) % 1024)
 
-    stats = (stats_of() if strategy == "repository" else cache.stats()) if cache else None
+    for close in closers:
+        close()
+    stats = (
+        (stats_of() if strategy in ("repository", "asyncio") else cache.stats()) if cache else None
+    )
     latencies.sort()
     lat_us = [x * 1e6 for x in latencies]
     return ScenarioResult(
