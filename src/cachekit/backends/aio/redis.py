@@ -108,19 +108,25 @@ class _AsyncRedisCommon(AsyncBackend):
         self._clients: PerLoop[Any] = PerLoop(type(self).__name__, self._build, self._dispose)
         self._client = self._clients.get
 
+    async def _ready(self) -> Any:
+        """This loop's client, ready for a command (a cluster client discovers first)."""
+        return self._client()
+
     async def _run(self, command: str, call: Callable[[Any], Awaitable[_T]]) -> _T:
         """Await ``call(client)`` under this command's deadline; translate redis-py's errors."""
         try:
+            client = await self._ready()
             with Deadline(self._timeout):
-                return await call(self._client())
+                return await call(client)
         except _ERRORS as exc:
             raise _failure(command, exc, self._secrets) from exc
 
     async def get(self, key: str) -> Any:
         """Return the bytes under ``key`` (``GET``), or ``MISSING``."""
         try:
+            client = await self._ready()
             with Deadline(self._timeout):
-                value = await self._client().get(key.encode("utf-8", "surrogatepass"))
+                value = await client.get(key.encode("utf-8", "surrogatepass"))
         except _ERRORS as exc:
             raise _failure("GET", exc, self._secrets) from exc
         return MISSING if value is None else value
@@ -411,6 +417,19 @@ class AsyncRedisClusterBackend(_AsyncRedisCommon):
         if _db_number(db, "db option") != 0:
             raise ConfigurationError("Redis Cluster has only database 0")
         return cls(f"{parts.scheme}://{parts.netloc}{parts.path}", **merged)
+
+    async def _ready(self) -> Any:
+        """This loop's client; the first command of a loop discovers the cluster first.
+
+        Discovery (connecting to a node, ``CLUSTER SLOTS``, then to each master)
+        runs under a deadline of its own, as in the sync driver: the first command
+        of a loop (a forked child's too) may take up to twice the deadline, never more.
+        """
+        client = self._client()
+        if client._initialize:
+            with Deadline(self._timeout):
+                await client.initialize()
+        return client
 
     def _build(self) -> RedisCluster:
         # socket_timeout=None: the command's deadline is the only one (see AsyncRedisBackend)
