@@ -284,11 +284,14 @@ class ArgsKey:
 
         if fast_n == 1 and not skip:
 
+            head = name + "("
+
             def build1(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
                 if not kwargs and len(args) == 1:
-                    a = args[0]
-                    if type(a) in scalars:
-                        return f"{name}({a!r},)"
+                    (a,) = args
+                    t = type(a)
+                    if t is int or t is str or t in scalars:  # the common ids first
+                        return f"{head}{a!r},)"
                     return name + stable_repr(args)
                 return name + stable_repr(values(args, kwargs))
 
