@@ -70,7 +70,10 @@ class _Watchdog:
             self.pending.discard(deadline)
             deadline.expire()
         if self.pending:
-            loop.call_later(TICK, self.check)
+            # the next tick, or the next deadline if it comes first: a command is cut at
+            # its deadline, not up to a tick later
+            soonest = min(d.at for d in self.pending) - now
+            loop.call_later(min(TICK, max(soonest, 0.0)), self.check)
         else:
             self.armed = False
 
