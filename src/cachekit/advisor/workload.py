@@ -1,4 +1,4 @@
-"""Workload engine: Zipf key sampler, simulated clock, stale-read detector and replayer.
+"""Scenario runner: replays an operation list behind one cache strategy and reports what it did.
 
 Used by ``cachekit demo`` (and meant for ``cachekit bench``): a seeded list of
 read / write operations over integer keys is replayed against a data source,
@@ -11,24 +11,33 @@ run that takes a second of wall time. Read latency is real (``perf_counter``).
 
 The data source is anything with the small ``Store`` interface; the SQL one is
 ``cachekit.workload_db.SqlUserStore`` (it needs SQLAlchemy, this module does not).
+The operations come from ``cachekit.workload_gen`` (Zipf sampler, op generator) and
+stale reads are counted by ``cachekit.workload_stale`` (both re-exported here).
 """
 
 from __future__ import annotations
 
-import bisect
-import itertools
 import math
-import random
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from ..backends import Backend, backend_from_url
 from ..cache import Cache
 from ..policies import NO_EXPIRY, TTL, CacheAside, Policy, WriteThrough
+
+# moved out; re-exported because cli, bench, bench_trace, tests/test_workload.py and
+# tests/test_bench.py import them from here
+from .workload_gen import BYPASS as BYPASS
+from .workload_gen import READ as READ
+from .workload_gen import WRITE as WRITE
+from .workload_gen import Op as Op
+from .workload_gen import OpGenerator as OpGenerator
+from .workload_gen import ZipfSampler as ZipfSampler
+from .workload_gen import generate_ops as generate_ops
+from .workload_stale import StaleReadDetector as StaleReadDetector
 
 __all__ = [
     "DEMO_STRATEGIES",
@@ -55,16 +64,6 @@ STRATEGIES: tuple[str, ...] = ("none", "cache-aside", "write-through")
 #: cache-aside through an ``AsyncCache`` (``asyncio``: the same reads and writes, awaited).
 DEMO_STRATEGIES: tuple[str, ...] = (*STRATEGIES, "repository", "asyncio")
 
-READ, WRITE, BYPASS = "read", "write", "bypass"
-
-
-class Op(NamedTuple):
-    """One operation: ``kind`` is read, write (through the cache) or bypass (around it)."""
-
-    kind: str
-    key: int
-    value: int = 0
-
 
 class SimClock:
     """A clock that only moves when told to; inject it as ``timer=``."""
@@ -78,169 +77,6 @@ class SimClock:
     def advance(self, seconds: float) -> None:
         """Move time forward by ``seconds``."""
         self.now += seconds
-
-
-class ZipfSampler:
-    """Draws keys ``1..n`` with P(rank k) proportional to ``1 / k**skew``.
-
-    ``skew=0`` is uniform; around 1 is typical of web caches. Which key holds
-    which rank is shuffled with ``rng`` so that hot keys are not just 1, 2, 3.
-    """
-
-    def __init__(self, n: int, skew: float, rng: random.Random, *, shuffle: bool = True) -> None:
-        if n < 1:
-            raise ValueError(f"n must be >= 1, got {n}")
-        if skew < 0 or not math.isfinite(skew):
-            raise ValueError(f"skew must be a finite number >= 0, got {skew}")
-        self.n, self.skew, self._rng = n, skew, rng
-        self._cum = list(itertools.accumulate(1.0 / k**skew for k in range(1, n + 1)))
-        self._keys = list(range(1, n + 1))
-        if shuffle:
-            rng.shuffle(self._keys)
-
-    def with_rng(self, rng: random.Random) -> ZipfSampler:
-        """Return a sampler with the same keys and ranks drawing from ``rng`` (one per thread)."""
-        twin = ZipfSampler.__new__(ZipfSampler)
-        twin.n, twin.skew, twin._rng = self.n, self.skew, rng
-        twin._cum, twin._keys = self._cum, self._keys
-        return twin
-
-    def sample(self) -> int:
-        """Return one key."""
-        i = bisect.bisect_left(self._cum, self._rng.random() * self._cum[-1])
-        return self._keys[min(i, self.n - 1)]
-
-    def sample_many(self, count: int) -> list[int]:
-        """Return ``count`` keys."""
-        return self._rng.choices(self._keys, cum_weights=self._cum, k=count)
-
-    def hottest(self, k: int) -> list[int]:
-        """Return the ``k`` most probable keys, hottest first."""
-        return self._keys[:k]
-
-    def expected_top_share(self, k: int) -> float:
-        """Return the theoretical share of draws that fall on the ``k`` hottest keys."""
-        return float(self._cum[min(k, self.n) - 1] / self._cum[-1])
-
-
-class OpGenerator:
-    """Turns Zipf-drawn keys into reads, writes and bypass writes, batch by batch.
-
-    A write is a ``bypass`` write (made around the cache, like another service
-    writing to the same database) with probability ``bypass_writes``.
-    """
-
-    def __init__(
-        self,
-        sampler: ZipfSampler,
-        rng: random.Random,
-        *,
-        write_ratio: float = 0.05,
-        bypass_writes: float = 0.5,
-    ) -> None:
-        if not 0.0 <= write_ratio <= 1.0 or not 0.0 <= bypass_writes <= 1.0:
-            raise ValueError("write_ratio and bypass_writes must be in [0, 1]")
-        self.sampler, self._rng = sampler, rng
-        self.write_ratio, self.bypass_writes = write_ratio, bypass_writes
-
-    def take(self, count: int) -> list[Op]:
-        """Return the next ``count`` operations."""
-        rng, write_ratio, bypass = self._rng, self.write_ratio, self.bypass_writes
-        out: list[Op] = []
-        for key in self.sampler.sample_many(count):
-            if rng.random() < write_ratio:
-                kind = BYPASS if rng.random() < bypass else WRITE
-                out.append(Op(kind, key, rng.randrange(1_000_000)))
-            else:
-                out.append(Op(READ, key))
-        return out
-
-
-def generate_ops(
-    *,
-    rows: int,
-    ops: int,
-    write_ratio: float = 0.05,
-    bypass_writes: float = 0.5,
-    zipf: float = 1.0,
-    seed: int = 42,
-) -> list[Op]:
-    """Return a seeded, Zipf-distributed list of reads and writes over keys ``1..rows``.
-
-    A write is a ``bypass`` write (made around the cache, like another service
-    writing to the same database) with probability ``bypass_writes``.
-    """
-    if not 0.0 <= write_ratio <= 1.0 or not 0.0 <= bypass_writes <= 1.0:
-        raise ValueError("write_ratio and bypass_writes must be in [0, 1]")
-    rng = random.Random(seed)
-    sampler = ZipfSampler(rows, zipf, rng)
-    return OpGenerator(sampler, rng, write_ratio=write_ratio, bypass_writes=bypass_writes).take(ops)
-
-
-class StaleReadDetector:
-    """Compares each value read with the source's committed version at that moment.
-
-    The replayer reports every finished write (``committed``) and every read
-    (``observe``). Versions only go up, so a write reported late (after a newer
-    one of the same key) changes nothing. Each report takes a sequence number
-    under a lock; a reader takes the current one (``mark``) before it starts.
-    A read is **stale** when the version it returned had already been
-    superseded by a write reported *before the read started* (``since``); a
-    write that overlaps the read may be ordered either way, so it never makes
-    the read stale. Staleness is the time from that supersession to the start
-    of the read. With ``since=None`` (one thread) the read starts "now".
-    """
-
-    def __init__(self, clock: Callable[[], float], initial_version: int = 0) -> None:
-        self._clock = clock
-        self._initial = initial_version
-        self._lock = threading.Lock()
-        self._seq = 0
-        self._version: dict[int, int] = {}
-        # (key, version) -> (sequence number, time) of the report that superseded it
-        self._superseded: dict[tuple[int, int], tuple[int, float]] = {}
-        self._counts_lock = threading.Lock()
-        self.reads = 0
-        self.stale = 0
-        self.max_staleness = 0.0
-
-    def committed(self, key: int, version: int) -> None:
-        """Record that a write of ``version`` of ``key`` has finished (after its commit)."""
-        with self._lock:
-            self._seq += 1
-            old = self._version.get(key, self._initial)
-            if version <= old:
-                return  # an older write reported after a newer one
-            stamp = (self._seq, self._clock())
-            for v in range(old, version):
-                self._superseded.setdefault((key, v), stamp)
-            self._version[key] = version
-
-    def mark(self) -> int:
-        """Return the sequence number a read starting now compares against."""
-        return self._seq
-
-    def truth(self, key: int) -> int:
-        """Return the committed version of ``key``."""
-        return self._version.get(key, self._initial)
-
-    def observe(
-        self, key: int, version: int, *, since: int | None = None, at: float | None = None
-    ) -> bool:
-        """Record a read that returned ``version``; return whether it was stale.
-
-        ``since`` is ``mark()`` and ``at`` the clock, both taken when the read started.
-        """
-        hit = self._superseded.get((key, version))
-        stale = hit is not None and hit[0] <= (self._seq if since is None else since)
-        with self._counts_lock:
-            self.reads += 1
-            if stale:
-                assert hit is not None
-                self.stale += 1
-                age = (self._clock() if at is None else at) - hit[1]
-                self.max_staleness = max(self.max_staleness, age)
-        return stale
 
 
 class Store(Protocol):
