@@ -16,6 +16,8 @@ retries, error translation, the command set - is ``RedisBackend``'s.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, ClassVar
 from urllib.parse import parse_qs, unquote, urlencode
 
@@ -46,10 +48,20 @@ from .redis import (
     deadline_connection_class,
 )
 
-__all__ = ["DEFAULT_SENTINEL_PORT", "RedisSentinelBackend"]
+__all__ = [
+    "DEFAULT_SENTINEL_PORT",
+    "SENTINEL_SCHEMES",
+    "RedisSentinelBackend",
+    "SentinelSettings",
+    "replicas_acknowledged",
+    "sentinel_settings",
+    "split_sentinel_url",
+]
 
 #: Port of a Sentinel given without one.
 DEFAULT_SENTINEL_PORT = 26379
+#: The URL schemes of the Sentinel drivers (sync and asyncio).
+SENTINEL_SCHEMES: tuple[str, ...] = ("redis+sentinel", "rediss+sentinel")
 
 # Query options only this backend understands, with their types.
 _SENTINEL_QUERY = {
@@ -89,6 +101,160 @@ def _service_and_db(path: str) -> tuple[str | None, int | None]:
     return service, db
 
 
+@dataclass(frozen=True)
+class SentinelSettings:
+    """A Sentinel URL and its options, checked: what both Sentinel drivers build their clients from.
+
+    ``master_kwargs`` and ``sentinel_kwargs`` are redis-py connection keywords
+    without a connection class or retry object (each driver adds its own);
+    ``master_kwargs`` holds ``socket_timeout``, the deadline of each command.
+    """
+
+    scheme: str
+    tls: bool
+    nodes: list[tuple[str, int]]
+    service: str
+    db: int
+    master_kwargs: dict[str, Any]
+    sentinel_kwargs: dict[str, Any]
+    min_other_sentinels: int
+    wait_replicas: int
+    retries: int
+    timeout: float
+    secrets: tuple[str, ...]
+    where: str
+
+    @property
+    def server_address(self) -> str:
+        """``scheme://sentinels/service/db``, with no user name or password."""
+        return f"{self.scheme}://{self.where}"
+
+    @property
+    def wait_ms(self) -> int:
+        """How long ``WAIT`` may wait: half the deadline, so its answer beats the deadline."""
+        return max(1, int(self.timeout * 500))
+
+
+def sentinel_settings(
+    url: str,
+    *,
+    owner: str = "RedisSentinelBackend",
+    service_name: str | None = None,
+    db: int | None = None,
+    sentinel_username: str | None = None,
+    sentinel_password: str | None = None,
+    min_other_sentinels: int = 0,
+    sentinel_timeout: float | None = None,
+    wait_replicas: int = 0,
+    socket_timeout: float = DEFAULT_TIMEOUT,
+    connect_timeout: float = DEFAULT_TIMEOUT,
+    retries: int = 0,
+    max_connections: int | None = None,
+    health_check_interval: int = 0,
+    max_value_size: int | None = DEFAULT_MAX_VALUE_SIZE,
+    connection_options: Mapping[str, Any] | None = None,
+) -> SentinelSettings:
+    """Check a query-less ``redis+sentinel://`` URL and its options (no I/O)."""
+    options = dict(connection_options or {})
+    parts = _split(url)
+    scheme = parts.scheme.lower()
+    if scheme not in SENTINEL_SCHEMES:
+        raise ConfigurationError(f"{owner} cannot serve {scheme or 'scheme-less'} URLs")
+    if parts.query:
+        raise ConfigurationError(f"URL query options need {owner}.from_url(url)")
+    username, password, hosts = _credentials(parts.netloc)
+    secrets = tuple(s for s in (password, sentinel_password, options.get("password")) if s)
+    tls = scheme == "rediss+sentinel"
+    allowed = _COMMON_OPTIONS | _TCP_OPTIONS | (_TLS_OPTIONS if tls else frozenset())
+    kwargs = _connection_kwargs(
+        socket_timeout=socket_timeout,
+        connect_timeout=connect_timeout,
+        retries=retries,
+        max_connections=max_connections,
+        max_value_size=max_value_size,
+        options=options,
+        allowed=allowed,
+    )
+    _whole("min_other_sentinels", min_other_sentinels, 0)
+    _whole("wait_replicas", wait_replicas, 0)
+    nodes = _sentinel_nodes(hosts)
+    path_service, path_db = _service_and_db(parts.path)
+    if service_name is not None and path_service not in (None, service_name):
+        raise ConfigurationError("the Sentinel URL names two services (path and service_name=)")
+    service = service_name or path_service
+    if not service:
+        raise ConfigurationError(
+            "a Sentinel URL needs the service name: redis+sentinel://host:26379/mymaster"
+        )
+    number = path_db if path_db is not None else 0
+    if db is not None:
+        if path_db is not None and _db_number(db, "db option") != path_db:
+            raise ConfigurationError("the Sentinel URL names two databases (path and db=)")
+        number = _db_number(db, "db option")
+
+    # The Sentinels: the TLS settings of the master, their own credentials (never
+    # the master's), and each a share of the deadline, so that one hung Sentinel
+    # leaves time to ask the next.
+    if sentinel_timeout is None:
+        share = kwargs["socket_timeout"] / (len(nodes) + 1)
+    else:
+        share = _positive("sentinel_timeout", sentinel_timeout)
+    sentinel_kwargs: dict[str, Any] = {k: v for k, v in kwargs.items() if k in _TLS_OPTIONS}
+    sentinel_kwargs.update(socket_timeout=share, socket_connect_timeout=share)
+    if sentinel_username:
+        sentinel_kwargs["username"] = sentinel_username
+    if sentinel_password is not None:
+        sentinel_kwargs["password"] = sentinel_password
+    master_kwargs: dict[str, Any] = {
+        **kwargs,
+        "db": number,
+        "health_check_interval": _whole("health_check_interval", health_check_interval, 0),
+    }
+    if username:
+        master_kwargs.setdefault("username", username)
+    if password is not None:
+        master_kwargs.setdefault("password", password)
+    where = ",".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in nodes)
+    return SentinelSettings(
+        scheme=scheme,
+        tls=tls,
+        nodes=nodes,
+        service=service,
+        db=number,
+        master_kwargs=master_kwargs,
+        sentinel_kwargs=sentinel_kwargs,
+        min_other_sentinels=min_other_sentinels,
+        wait_replicas=wait_replicas,
+        retries=retries,
+        timeout=kwargs["socket_timeout"],
+        secrets=secrets,
+        where=f"{where}/{service}/{number}",
+    )
+
+
+def split_sentinel_url(url: str, options: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """Split a Sentinel URL into the query-less URL and its options merged with ``options``.
+
+    Keywords win over the query; the Sentinel options are typed like the Redis ones.
+    """
+    parts = _split(url)
+    query = parse_qs(parts.query, keep_blank_values=True)
+    own: dict[str, Any] = {}
+    for name, convert in _SENTINEL_QUERY.items():
+        values = query.pop(name, None)
+        if values is None:
+            continue
+        try:
+            own[name] = convert(values[-1])
+        except ValueError:
+            raise ConfigurationError(
+                f"Sentinel URL option {name!r} needs a {convert.__name__}"
+            ) from None
+    rest = parts._replace(query=urlencode(query, doseq=True)).geturl()
+    rest_parts, merged = _split_options(rest, options)
+    return f"{rest_parts.scheme}://{rest_parts.netloc}{rest_parts.path}", {**own, **merged}
+
+
 class RedisSentinelBackend(_RedisCommon):
     """The master of a Sentinel-monitored Redis service.
 
@@ -99,7 +265,7 @@ class RedisSentinelBackend(_RedisCommon):
     use it as it is (its timeouts and retries are then yours).
     """
 
-    schemes: ClassVar[tuple[str, ...]] = ("redis+sentinel", "rediss+sentinel")
+    schemes: ClassVar[tuple[str, ...]] = SENTINEL_SCHEMES
 
     def __init__(
         self,
@@ -134,76 +300,36 @@ class RedisSentinelBackend(_RedisCommon):
             self._client: Any = client
             return
         assert url is not None
-        parts = _split(url)
-        scheme = parts.scheme.lower()
-        if scheme not in self.schemes:
-            raise ConfigurationError(
-                f"RedisSentinelBackend cannot serve {scheme or 'scheme-less'} URLs"
-            )
-        if parts.query:
-            raise ConfigurationError("URL query options need RedisSentinelBackend.from_url(url)")
-        username, password, hosts = _credentials(parts.netloc)
-        self._secrets = tuple(
-            s for s in (password, sentinel_password, connection_options.get("password")) if s
-        )
-        tls = scheme == "rediss+sentinel"
-        allowed = _COMMON_OPTIONS | _TCP_OPTIONS | (_TLS_OPTIONS if tls else frozenset())
-        kwargs = _connection_kwargs(
+        settings = sentinel_settings(
+            url,
+            service_name=service_name,
+            db=db,
+            sentinel_username=sentinel_username,
+            sentinel_password=sentinel_password,
+            min_other_sentinels=min_other_sentinels,
+            sentinel_timeout=sentinel_timeout,
+            wait_replicas=wait_replicas,
             socket_timeout=socket_timeout,
             connect_timeout=connect_timeout,
             retries=retries,
             max_connections=max_connections,
+            health_check_interval=health_check_interval,
             max_value_size=max_value_size,
-            options=connection_options,
-            allowed=allowed,
+            connection_options=connection_options,
         )
-        _whole("min_other_sentinels", min_other_sentinels, 0)
-        self.wait_replicas = _whole("wait_replicas", wait_replicas, 0)
-        nodes = _sentinel_nodes(hosts)
-        path_service, path_db = _service_and_db(parts.path)
-        if service_name is not None and path_service not in (None, service_name):
-            raise ConfigurationError("the Sentinel URL names two services (path and service_name=)")
-        service = service_name or path_service
-        if not service:
-            raise ConfigurationError(
-                "a Sentinel URL needs the service name: redis+sentinel://host:26379/mymaster"
-            )
-        number = path_db if path_db is not None else 0
-        if db is not None:
-            if path_db is not None and _db_number(db, "db option") != path_db:
-                raise ConfigurationError("the Sentinel URL names two databases (path and db=)")
-            number = _db_number(db, "db option")
-
-        # The Sentinels: the TLS settings of the master, their own credentials (never
-        # the master's), no retries (redis-py's default is 3 with backoff), and each a
-        # share of the deadline, so that one hung Sentinel leaves time to ask the next.
-        if sentinel_timeout is None:
-            share = kwargs["socket_timeout"] / (len(nodes) + 1)
-        else:
-            share = _positive("sentinel_timeout", sentinel_timeout)
-        sentinel_kwargs: dict[str, Any] = {k: v for k, v in kwargs.items() if k in _TLS_OPTIONS}
-        sentinel_kwargs.update(socket_timeout=share, socket_connect_timeout=share)
-        if sentinel_username:
-            sentinel_kwargs["username"] = sentinel_username
-        if sentinel_password is not None:
-            sentinel_kwargs["password"] = sentinel_password
+        self._secrets = settings.secrets
+        self.wait_replicas = settings.wait_replicas
+        self._timeout = settings.timeout
+        self.service_name = settings.service
+        self._where = settings.where
+        self.server_address = settings.server_address
+        tls = settings.tls
         base = SentinelManagedSSLConnection if tls else SentinelManagedConnection
-        master_kwargs: dict[str, Any] = {
-            **kwargs,
-            "db": number,
-            "health_check_interval": _whole("health_check_interval", health_check_interval, 0),
+        master_kwargs = {
+            **settings.master_kwargs,
             "connection_class": deadline_connection_class(base),
         }
-        if username:
-            master_kwargs.setdefault("username", username)
-        if password is not None:
-            master_kwargs.setdefault("password", password)
-
-        self._timeout = kwargs["socket_timeout"]
-        self.service_name = service
-        where = ",".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in nodes)
-        self._where = f"{where}/{service}/{number}"
-        self.server_address = f"{scheme}://{self._where}"
+        sentinel_kwargs = settings.sentinel_kwargs
         key = _pool_key(
             "sentinel",
             self.server_address,
@@ -219,10 +345,13 @@ class RedisSentinelBackend(_RedisCommon):
 
         def build() -> tuple[Sentinel, Any]:
             sentinel = Sentinel(  # type: ignore[no-untyped-call]
-                nodes, min_other_sentinels=min_other_sentinels, sentinel_kwargs=sentinel_kwargs
+                settings.nodes,
+                min_other_sentinels=min_other_sentinels,
+                sentinel_kwargs=sentinel_kwargs,
             )
             # redis.Redis() takes no connection class: give each Sentinel client a pool
-            # whose connections obey the deadline, and no retries
+            # whose connections obey the deadline, and no retries (redis-py's default
+            # is 3 with backoff)
             sentinel.sentinels = [
                 redis.Redis(
                     connection_pool=redis.ConnectionPool(
@@ -233,15 +362,13 @@ class RedisSentinelBackend(_RedisCommon):
                         **sentinel_kwargs,
                     )
                 )
-                for host, port in nodes
+                for host, port in settings.nodes
             ]
             master: Any = sentinel.master_for(  # type: ignore[no-untyped-call]
-                service, retry=_retry(retries), **master_kwargs
+                settings.service, retry=_retry(retries), **master_kwargs
             )
-            if wait_replicas:
-                # the server waits at most half the deadline: its "not enough" answer
-                # arrives before the client gives up on the connection
-                master = _Replicated(master, wait_replicas, max(1, int(self._timeout * 500)))
+            if settings.wait_replicas:
+                master = _Replicated(master, settings.wait_replicas, settings.wait_ms)
             return sentinel, master
 
         self._shared = _acquire(key, build)
@@ -250,24 +377,8 @@ class RedisSentinelBackend(_RedisCommon):
     @classmethod
     def from_url(cls, url: str, **options: Any) -> RedisSentinelBackend:
         """Build from ``redis+sentinel://...``; keywords override the query."""
-        parts = _split(url)
-        query = parse_qs(parts.query, keep_blank_values=True)
-        own: dict[str, Any] = {}
-        for name, convert in _SENTINEL_QUERY.items():
-            values = query.pop(name, None)
-            if values is None:
-                continue
-            try:
-                own[name] = convert(values[-1])
-            except ValueError:
-                raise ConfigurationError(
-                    f"Sentinel URL option {name!r} needs a {convert.__name__}"
-                ) from None
-        rest = parts._replace(query=urlencode(query, doseq=True)).geturl()
-        rest_parts, merged = _split_options(rest, options)
-        return cls(
-            f"{rest_parts.scheme}://{rest_parts.netloc}{rest_parts.path}", **{**own, **merged}
-        )
+        base, merged = split_sentinel_url(url, options)
+        return cls(base, **merged)
 
     @property
     def client(self) -> Any:
@@ -292,6 +403,21 @@ class RedisSentinelBackend(_RedisCommon):
 
     def __repr__(self) -> str:
         return f"RedisSentinelBackend({self._where})"
+
+
+def replicas_acknowledged(results: list[Any], replicas: int, wait_ms: int) -> list[Any]:
+    """Check a pipeline's answers that end with ``WAIT``'s; return the others.
+
+    Fewer acknowledgements than ``replicas`` raise ``ConnectionError`` (the
+    write may still be on the master), which the drivers report as unavailable.
+    """
+    acked = results.pop()
+    if int(acked) < replicas:
+        raise redis.ConnectionError(
+            f"the write reached {acked} of {replicas} replica(s) within "
+            f"{wait_ms} ms (wait_replicas)"
+        )
+    return results
 
 
 class _Replicated:
@@ -345,14 +471,7 @@ class _ReplicatedPipeline:
 
     def execute(self) -> list[Any]:
         self._pipe.execute_command("WAIT", self._replicas, self._wait_ms)
-        results: list[Any] = self._pipe.execute()
-        acked = results.pop()
-        if int(acked) < self._replicas:
-            raise redis.ConnectionError(
-                f"the write reached {acked} of {self._replicas} replica(s) within "
-                f"{self._wait_ms} ms (wait_replicas)"
-            )
-        return results
+        return replicas_acknowledged(self._pipe.execute(), self._replicas, self._wait_ms)
 
 
 def _dispose(resource: tuple[Sentinel, Any]) -> None:
