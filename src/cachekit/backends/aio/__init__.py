@@ -2,7 +2,8 @@
 
 The asyncio twins of the sync backends: ``memory://`` (over a ``MemoryBackend``),
 ``redis://``, ``rediss://``, ``unix://``, ``redis+cluster://``,
-``rediss+cluster://`` (``redis.asyncio``) and ``memcached://`` (a small
+``rediss+cluster://``, ``redis+sentinel://``, ``rediss+sentinel://``
+(``redis.asyncio``) and ``memcached://`` (a small
 asyncio text-protocol client, see ``memcached.py``). They read the same URLs,
 and write the same bytes, as the sync drivers of those schemes.
 """
@@ -27,6 +28,8 @@ _REGISTRY: dict[str, tuple[str | type[AsyncBackend], str | None]] = {
     "unix": ("cachekit.backends.aio.redis:AsyncRedisBackend", "redis"),
     "redis+cluster": ("cachekit.backends.aio.redis:AsyncRedisClusterBackend", "redis"),
     "rediss+cluster": ("cachekit.backends.aio.redis:AsyncRedisClusterBackend", "redis"),
+    "redis+sentinel": ("cachekit.backends.aio.sentinel:AsyncRedisSentinelBackend", "redis"),
+    "rediss+sentinel": ("cachekit.backends.aio.sentinel:AsyncRedisSentinelBackend", "redis"),
     "memcached": ("cachekit.backends.aio.memcached:AsyncMemcachedBackend", "memcached"),
 }
 
