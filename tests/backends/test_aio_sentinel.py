@@ -106,6 +106,23 @@ def test_url_forms_and_defaults() -> None:
     assert other.server_address == "redis+sentinel://s1:26379/orders/4"
 
 
+def test_rediss_sentinel_uses_tls_to_the_master_and_the_sentinels() -> None:
+    from redis.asyncio import SSLConnection
+    from redis.asyncio.sentinel import SentinelManagedSSLConnection
+
+    async def body(backend: Any) -> None:
+        sentinel, master = backend._client()
+        assert master.connection_pool.connection_class is SentinelManagedSSLConnection
+        assert master.connection_pool.connection_kwargs["ssl_ca_certs"] == "/ca.pem"
+        for node in sentinel.sentinels:
+            assert node.connection_pool.connection_class is SSLConnection
+            assert node.connection_pool.connection_kwargs["ssl_ca_certs"] == "/ca.pem"
+
+    run("rediss+sentinel://s1,s2/orders?ssl_ca_certs=/ca.pem", body)
+    with pytest.raises(ConfigurationError, match="asyncio driver"):
+        AsyncRedisSentinelBackend.from_url("rediss+sentinel://s1/orders", ssl_validate_ocsp=True)
+
+
 @pytest.mark.parametrize(
     "url",
     [
