@@ -26,14 +26,14 @@ when an oversized ``set`` fails).
 
 This module routes commands to nodes and translates failures; next to it live
 the entry conversions (``memcached_items``), the pymemcache clients
-(``memcached_clients``), the deadline-bound sockets (``memcached_sockets``)
-and the URL and option parsing (``memcached_url``).
+(``memcached_clients``), the deadline-bound sockets (``memcached_sockets``),
+the URL and option parsing (``memcached_url``), which failures are refusals
+(``memcached_errors``) and the node names and cooldown (``memcached_nodes``).
 """
 
 from __future__ import annotations
 
 import functools
-import logging
 import math
 import os
 import ssl
@@ -45,13 +45,6 @@ from typing import Any, Final
 
 from pymemcache.client.base import Client, PooledClient
 from pymemcache.client.hash import HashClient
-from pymemcache.exceptions import (
-    MemcacheClientError,
-    MemcacheError,
-    MemcacheServerError,
-    MemcacheUnexpectedCloseError,
-    MemcacheUnknownCommandError,
-)
 
 from ..errors import (
     BackendRejectedError,
@@ -63,6 +56,7 @@ from ..errors import (
 from ..keys import encode_key
 from .base import MISSING, Backend
 from .memcached_clients import _delete_counted, _drop_inherited, _FastPooledClient, _Process
+from .memcached_errors import _FAILURES, _message, _rejected
 from .memcached_items import (
     MAX_ABSOLUTE_EXPTIME,
     MAX_KEY_BYTES,
@@ -73,6 +67,8 @@ from .memcached_items import (
 
 # The `name as name` imports are re-exports: aio/memcached.py imports them from here.
 from .memcached_items import _as_bytes as _as_bytes
+from .memcached_nodes import NodeCooldown
+from .memcached_nodes import _node_name as _node_name
 from .memcached_sockets import _deadline, _DeadlineTLS, _socket_module
 from .memcached_url import DEFAULT_PORT as DEFAULT_PORT
 from .memcached_url import _check_seconds as _check_seconds
@@ -91,8 +87,6 @@ __all__ = [
     "parse_servers",
 ]
 
-log = logging.getLogger("cachekit.memcached")
-
 #: memcached's default item size is 1 MiB (``-I 1m``) for header + key + value;
 #: 512 bytes leave room for the item header and a 250-byte key.
 DEFAULT_MAX_VALUE_SIZE: Final = 1024 * 1024 - 512
@@ -102,27 +96,9 @@ DEFAULT_TIMEOUT: Final = 0.25
 #: Python (about 10 us per node per key), more than a loopback round trip.
 ROUTE_CACHE_SIZE: Final = 65_536
 
-# Everything pymemcache or the socket layer raises for a server that is down,
-# slow or refusing; RuntimeError is the pool's "too many connections".
-_FAILURES: Final = (MemcacheError, OSError, RuntimeError)
-
 
 class ServerValueTooLargeError(ValueTooLargeError, BackendRejectedError):
     """memcached refused an item as too large for its ``-I`` limit (it has dropped the old item)."""
-
-
-def _rejected(exc: BaseException) -> bool:
-    """True when the server answered and refused (``SERVER_ERROR``, ``CLIENT_ERROR``)."""
-    if isinstance(exc, MemcacheServerError):
-        return not isinstance(exc, MemcacheUnexpectedCloseError)
-    # "ERROR" (an unknown command) comes from something that is not a working memcached
-    return isinstance(exc, MemcacheClientError) and not isinstance(exc, MemcacheUnknownCommandError)
-
-
-def _node_name(server: Any) -> str:
-    if isinstance(server, tuple) and len(server) == 2:
-        return f"{server[0]}:{server[1]}"
-    return str(server)
 
 
 class MemcachedBackend(Backend):
@@ -231,8 +207,7 @@ class MemcachedBackend(Backend):
         self.server_address = "memcached://" + ",".join(self._nodes)
         self._single_name = next(iter(self._nodes))
         # node name -> monotonic time until which it is skipped (pools only)
-        self._down: dict[str, float] = {}
-        self._down_lock = threading.Lock()
+        self._down = NodeCooldown(0.0 if self._hasher is None else self.node_cooldown)
         self._pid = _Process.pid
 
     def _after_fork(self) -> None:
@@ -305,7 +280,7 @@ class MemcachedBackend(Backend):
     def _on(self, node: str, op: str, size: int = 0, key: str | None = None) -> Iterator[Any]:
         """Yield ``node``'s client; translate its failures into cachekit errors."""
         if self._down:
-            self._check_down(node)
+            self._down.check(node)
         at = _deadline.at
         if at and time.monotonic() >= at:  # an earlier node used the whole deadline
             raise BackendUnavailableError(
@@ -316,8 +291,7 @@ class MemcachedBackend(Backend):
         except _FAILURES as exc:
             raise self._failure(node, op, exc, size, key) from exc
         if self._down:
-            with self._down_lock:
-                self._down.pop(node, None)
+            self._down.answered(node)
 
     def _failure(
         self, node: str, op: str, exc: BaseException, size: int = 0, key: str | None = None
@@ -329,34 +303,13 @@ class MemcachedBackend(Backend):
                 # the server's item limit (-I) is below max_value_size
                 return ServerValueTooLargeError(size, self._limit, key)
             return BackendRejectedError(f"memcached {node} refused {op}: {message}")
-        self._mark_down(node)
+        self._down.mark(node)
         client = self._nodes.get(node)
         if isinstance(client, _FastPooledClient):
             client.drop_idle()
         return BackendUnavailableError(
             f"memcached {node} failed during {op}: {type(exc).__name__}: {exc}"
         )
-
-    def _check_down(self, node: str) -> None:
-        until = self._down.get(node)
-        if until is not None and time.monotonic() < until:
-            raise BackendUnavailableError(
-                f"memcached {node} failed recently; skipped for up to {self.node_cooldown} s"
-            )
-
-    def _mark_down(self, node: str) -> None:
-        # One node: the Cache's circuit breaker does this job; a pool needs it
-        # per node, or one dead node would cost a timeout on a third of all calls.
-        if self._hasher is None or not self.node_cooldown:
-            return
-        with self._down_lock:
-            if node not in self._down:
-                log.warning(
-                    "cachekit: memcached node %s failed; its keys fail fast for %s s",
-                    node,
-                    self.node_cooldown,
-                )
-            self._down[node] = time.monotonic() + self.node_cooldown
 
     def _check_size(self, key: str, data: bytes) -> None:
         if len(data) > self._limit:
@@ -372,7 +325,7 @@ class MemcachedBackend(Backend):
         # the hot path, kept flat: what _command() and _on() do, without their frames
         node = self._single_name if self._hasher is None else str(self._route(mkey))
         if self._down:
-            self._check_down(node)
+            self._down.check(node)
         deadline = _deadline
         outer = deadline.at
         if not outer:
@@ -384,8 +337,7 @@ class MemcachedBackend(Backend):
         finally:
             deadline.at = outer
         if self._down:
-            with self._down_lock:
-                self._down.pop(node, None)
+            self._down.answered(node)
         return MISSING if value is None else value
 
     def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
@@ -540,8 +492,3 @@ class MemcachedBackend(Backend):
                     with suppress(TypeError, ValueError):  # a stat this server does not keep
                         totals[name] += float(raw)
         return totals
-
-
-def _message(exc: BaseException) -> bytes:
-    arg = exc.args[0] if exc.args else b""
-    return arg if isinstance(arg, bytes) else str(arg).encode()
