@@ -31,6 +31,8 @@ Clock = Callable[[], float]
 class UnserializableValueError(SerializationError, pickle.PicklingError):
     """A value the serializer cannot encode: also a ``pickle.PicklingError``, as Django expects."""
 
+    __module__ = "cachekit.contrib.django"  # its public home, shown in tracebacks
+
 
 Entry = tuple[float | None, Any]
 
