@@ -633,3 +633,43 @@ def test_pool_with_one_node_down_keeps_the_others_working() -> None:
                 backend.close()
         finally:
             dead.__exit__(None, None, None)
+
+
+def _key_on(backend: MemcachedBackend, node: str) -> str:
+    for i in range(1000):
+        if backend.node_for(f"k{i}") == node:
+            return f"k{i}"
+    raise AssertionError(f"no key maps to {node}")
+
+
+def test_a_failed_pool_node_is_skipped_for_its_cooldown(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from tests.faultkit import free_port
+
+    dead = free_port()
+    backend = MemcachedBackend(
+        servers=[("127.0.0.1", 21212), ("127.0.0.1", dead)], node_cooldown=30
+    )
+    key = _key_on(backend, f"127.0.0.1:{dead}")
+    try:
+        with caplog.at_level("WARNING"):
+            with pytest.raises(ck.BackendUnavailableError, match="failed during"):
+                backend.get(key)
+            with pytest.raises(ck.BackendUnavailableError, match="failed recently; skipped"):
+                backend.get(key)  # no connect attempt: the node cools down
+        assert sum("failed" in r.getMessage() for r in caplog.records) == 1  # logged once
+        live = _key_on(backend, "127.0.0.1:21212")
+        backend.set(live, b"v", 30)
+        assert backend.get(live) == b"v"  # the other node keeps working
+    finally:
+        backend.close()
+    no_cooldown = MemcachedBackend(
+        servers=[("127.0.0.1", 21212), ("127.0.0.1", dead)], node_cooldown=0
+    )
+    try:
+        for _ in range(2):
+            with pytest.raises(ck.BackendUnavailableError, match="failed during"):
+                no_cooldown.get(key)
+    finally:
+        no_cooldown.close()
