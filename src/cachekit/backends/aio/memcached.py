@@ -61,6 +61,7 @@ from ..memcached import (
     memcached_expire,
     memcached_key,
 )
+from ..memcached_nodes import NodeCooldown
 from ._loops import Deadline, PerLoop
 from ._protocol import (
     FAILURES,
@@ -144,8 +145,8 @@ class AsyncMemcachedBackend(AsyncBackend):
         self._route: Callable[[str], str] = functools.lru_cache(ROUTE_CACHE_SIZE)(
             RendezvousHash(names).get_node  # the ring of pymemcache's HashClient
         )
-        # node name -> monotonic time until which it is skipped (pools only)
-        self._down: dict[str, float] = {}
+        # the sync driver's per-node cooldown (pools only: one node has the breaker)
+        self._down = NodeCooldown(0.0 if self._single is not None else self.node_cooldown)
         # node name -> idle connections, one such table per event loop
         self._pools: PerLoop[dict[str, collections.deque[Connection]]] = PerLoop(
             "AsyncMemcachedBackend",
@@ -218,7 +219,7 @@ class AsyncMemcachedBackend(AsyncBackend):
     ) -> _T:
         """Run ``call`` on a connection to ``node`` under one deadline; translate failures."""
         if self._down:
-            self._check_down(node)
+            self._down.check(node)
         idle = self._idle()[node]
         conn = self._take(idle)
         timer = None
@@ -244,7 +245,7 @@ class AsyncMemcachedBackend(AsyncBackend):
                 timer.cancel()
         self._give_back(idle, conn)
         if self._down:
-            self._down.pop(node, None)
+            self._down.answered(node)
         return result
 
     def _failure(
@@ -255,29 +256,10 @@ class AsyncMemcachedBackend(AsyncBackend):
             if "too large" in str(exc):
                 return ServerValueTooLargeError(size, self._limit, key)
             return BackendRejectedError(f"memcached {node} refused {op}: {exc}")
-        self._mark_down(node)
+        self._down.mark(node)
         return BackendUnavailableError(
             f"memcached {node} failed during {op}: {type(exc).__name__}: {exc}"
         )
-
-    def _check_down(self, node: str) -> None:
-        until = self._down.get(node)
-        if until is not None and time.monotonic() < until:
-            raise BackendUnavailableError(
-                f"memcached {node} failed recently; skipped for up to {self.node_cooldown} s"
-            )
-
-    def _mark_down(self, node: str) -> None:
-        # one node: the cache's circuit breaker does this job; a pool needs it per node
-        if self._single is not None or not self.node_cooldown:
-            return
-        if node not in self._down:
-            log.warning(
-                "cachekit: memcached node %s failed; its keys fail fast for %s s",
-                node,
-                self.node_cooldown,
-            )
-        self._down[node] = time.monotonic() + self.node_cooldown
 
     def _check_size(self, key: str, data: bytes) -> None:
         if len(data) > self._limit:
