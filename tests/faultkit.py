@@ -164,10 +164,8 @@ class TcpProxy:
                 continue
             except OSError:
                 break
-            if not data:
+            if not data or not self._forward():
                 break
-            while not self._open.is_set() and not self._stop.is_set():
-                self._open.wait(0.05)
             try:
                 dst.sendall(data)
             except OSError:
@@ -176,12 +174,25 @@ class TcpProxy:
             with contextlib.suppress(OSError):
                 s.shutdown(socket.SHUT_RDWR)
 
+    def _forward(self) -> bool:
+        """Called before passing received bytes on: wait while stalled; False drops them."""
+        while not self._open.is_set() and not self._stop.is_set():
+            self._open.wait(0.05)
+        return True
+
+    def _admit(self) -> bool:
+        """Whether to connect a newly accepted client (False: it is closed at once)."""
+        return True
+
     def _accept(self) -> None:
         self._sock.settimeout(0.1)
         while not self._stop.is_set():
             try:
                 client, _ = self._sock.accept()
             except OSError:
+                continue
+            if not self._admit():
+                client.close()
                 continue
             try:
                 upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=2)
@@ -334,45 +345,11 @@ class CutProxy(TcpProxy):
         """Let new connections through again."""
         self._cut.clear()
 
-    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
-        src.settimeout(0.1)
-        while not self._stop.is_set():
-            try:
-                data = src.recv(65536)
-            except TimeoutError:
-                continue
-            except OSError:
-                break
-            if not data or self._cut.is_set():
-                break
-            try:
-                dst.sendall(data)
-            except OSError:
-                break
-        for s in (src, dst):
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
+    def _forward(self) -> bool:
+        return not self._cut.is_set()
 
-    def _accept(self) -> None:
-        self._sock.settimeout(0.1)
-        while not self._stop.is_set():
-            try:
-                client, _ = self._sock.accept()
-            except OSError:
-                continue
-            if self._cut.is_set():
-                client.close()
-                continue
-            try:
-                upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=2)
-            except OSError:
-                client.close()
-                continue
-            self._socks += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                t = threading.Thread(target=self._pipe, args=(a, b), daemon=True)
-                t.start()
-                self._threads.append(t)
+    def _admit(self) -> bool:
+        return not self._cut.is_set()
 
 
 class ReplyServer:
