@@ -16,8 +16,7 @@ from typing import Any, TypeVar
 
 from ..backends.base import MISSING
 from ..core.cells import Flight
-from ..core.fresh import Fresh, due, from_stored
-from ..core.leases import RELEASED, is_lease, new_lease
+from ..core.fresh import Fresh, due
 from ..errors import (
     CacheError,
     ConfigurationError,
@@ -28,9 +27,9 @@ from ..errors import (
 )
 from ..keys import encode_key
 from ..policies import TTLLike
-from .primitives import AsyncEvent, current_owner, sleep
+from .leases import AsyncLeases
+from .primitives import AsyncEvent, current_owner
 from .reads import checked
-from .writes import AsyncWrites
 
 __all__ = ["AsyncLoads", "LoadTTL"]
 
@@ -42,7 +41,7 @@ LoadTTL = TTLLike | Callable[[Any], TTLLike]
 CacheIf = Callable[[Any], bool] | None
 
 
-class AsyncLoads(AsyncWrites):
+class AsyncLoads(AsyncLeases):
     """The load steps of a cache."""
 
     async def _join(self, full: str, fresh: bool = False) -> tuple[Flight, bool]:
@@ -121,89 +120,6 @@ class AsyncLoads(AsyncWrites):
         self._c_loads.incr()
         self.load_duration.observe(time.perf_counter() - started)
         return value
-
-    async def _take_lease(self, full: str) -> tuple[bytes | None, bool, Any]:
-        """Put a lease on a missing key so a concurrent write can void a stale load.
-
-        Returns ``(token, busy, found)``: the lease token, or ``None`` when this
-        load must not be stored (someone else holds a lease or already stored a
-        value, or the backend failed); ``busy`` is True when another caller's load
-        holds the key; ``found`` is the value another caller stored since this
-        caller's lookup missed (then nothing needs loading), else ``MISSING``.
-        """
-        if self.breaker.open_until and not self.breaker.allow():
-            return None, False, MISSING  # the backend is being skipped: no timeout to pay
-        token = new_lease()
-        backend: Any = self.backend
-        try:
-            if await backend.add(full, token, self.lease_ttl):
-                await self._answered()
-                return token, False, MISSING
-            current = await backend.get(full)
-            await self._answered()
-            if current == RELEASED:
-                # a load that gave up: take over its key (a compare-and-set, so a
-                # write that got there first is kept)
-                if await backend.compare_and_set(full, RELEASED, token, self.lease_ttl):
-                    return token, False, MISSING
-                return None, False, MISSING
-            if is_lease(current):
-                return None, True, MISSING
-            if current is MISSING:
-                return None, False, MISSING  # gone again since the add: load, store nothing
-            try:  # not _decode: the lookup that missed has already counted a bad entry
-                found = current if self._loads is None else from_stored(self._loads(full, current))
-            except Exception:
-                found = MISSING
-            if found is not MISSING:
-                return None, False, found.value if type(found) is Fresh else found
-            # A corrupt entry (not a lease, not decodable): take its place, or the key
-            # would never be cached again until it expired.
-            if isinstance(current, bytes) and await backend.compare_and_set(
-                full, current, token, self.lease_ttl
-            ):
-                return token, False, MISSING
-        except Exception as exc:
-            self._backend_error("lease", exc, raise_strict=False)
-        return None, False, MISSING
-
-    async def _take_over(self, full: str) -> bytes | None:
-        """For ``refresh``: what the key holds now (or a new lease), to compare-and-set over.
-
-        ``None`` when the backend failed or another caller got in first: then the
-        refreshed value is not stored.
-        """
-        if self.breaker.open_until and not self.breaker.allow():
-            return None
-        try:
-            current = await self.backend.get(full)
-            if current is MISSING:
-                token = new_lease()
-                current = token if await self.backend.add(full, token, self.lease_ttl) else None
-            await self._answered()
-        except Exception as exc:
-            self._backend_error("lease", exc, raise_strict=False)
-            return None
-        return current if isinstance(current, bytes) else None
-
-    async def _await_lease(self, full: str) -> Any:
-        """Wait up to ``lease_wait`` s for another process's load of ``full``; MISSING if none."""
-        deadline = time.monotonic() + self.lease_wait
-        pause = 0.001
-        while True:
-            await sleep(min(pause, max(0.0, deadline - time.monotonic())))
-            try:
-                raw = await self.backend.get(full)
-            except Exception as exc:
-                self._backend_error("get", exc, raise_strict=False)
-                return MISSING
-            if raw is MISSING or raw == RELEASED:
-                return MISSING  # that load failed or gave up: load ourselves
-            if not is_lease(raw):
-                return self._decode(full, raw)
-            if time.monotonic() >= deadline:
-                return MISSING
-            pause = min(pause * 2, 0.05)
 
     async def _load(
         self,
@@ -331,14 +247,6 @@ class AsyncLoads(AsyncWrites):
         except CacheError:
             if not self.fail_open:
                 raise
-
-    async def _release_lease(self, full: str, lease: bytes) -> None:
-        try:
-            # Swap our lease for a short-lived released marker (read as a miss): unlike a
-            # delete, a compare-and-set can never remove a newer write.
-            await self.backend.compare_and_set(full, lease, RELEASED, 1.0)  # type: ignore[attr-defined]
-        except Exception as exc:
-            self._backend_error("lease", exc, raise_strict=False)
 
     async def get_many_or_load(
         self,
